@@ -1,0 +1,200 @@
+//! A moto server: S3 and SQS emulated in one Python process.
+
+use std::env;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::process::{self, Readiness};
+use crate::{free_port, repo_root};
+
+/// How long moto may take to answer after it is spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Start attempts on fresh ports when another process takes the chosen port.
+const PORT_ATTEMPTS: usize = 3;
+
+/// A moto server (S3 + SQS emulator) on 127.0.0.1, listening on a free port.
+///
+/// Point the AWS SDK at [`endpoint`](Self::endpoint) (`AWS_ENDPOINT_URL`),
+/// with region `us-east-1`, any access key, and `force_path_style(true)` for
+/// S3. SQS queue URLs have the form `{endpoint}/123456789012/{queue name}`.
+///
+/// moto keeps all state in memory: after [`stop`](Self::stop) and
+/// [`start_again`](Self::start_again) it has no buckets, objects or queues.
+///
+/// The server is `<repo>/.venv/bin/moto_server` (the venv can be moved with
+/// `$VIDWORKER_VENV`); `scripts/install-deps.sh` installs it. Dropping the
+/// handle kills the server and deletes its log.
+#[derive(Debug)]
+pub struct Moto {
+    program: PathBuf,
+    port: u16,
+    /// Holds the log; `None` only during drop.
+    dir: Option<TempDir>,
+    /// The server process, while it runs.
+    server: Option<Child>,
+}
+
+impl Moto {
+    /// Starts moto on a free port and blocks until it answers HTTP (about a
+    /// second).
+    pub fn start() -> io::Result<Moto> {
+        let venv = env::var_os("VIDWORKER_VENV").map_or_else(|| repo_root().join(".venv"), PathBuf::from);
+        let program = venv.join("bin").join("moto_server");
+        if !program.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "moto server not found at {}: run scripts/install-deps.sh (or set VIDWORKER_VENV to a venv with moto)",
+                    program.display()
+                ),
+            ));
+        }
+        let dir = tempfile::Builder::new().prefix("vidworker-moto-").tempdir()?;
+        let mut moto = Moto {
+            program,
+            port: 0,
+            dir: Some(dir),
+            server: None,
+        };
+        let mut attempt = 1;
+        loop {
+            moto.port = free_port()?;
+            match moto.launch(true) {
+                Ok(()) => return Ok(moto),
+                Err(_) if attempt < PORT_ATTEMPTS && moto.port_was_taken() => attempt += 1,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The endpoint URL for the AWS SDK: `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port the server listens on; it stays the same across
+    /// [`stop`](Self::stop) and [`start_again`](Self::start_again).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log, one line per request (deleted on drop).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |dir| dir.path().join("moto.log"))
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (S3 and SQS become unreachable) and waits until it
+    /// has exited. All its state is lost. Does nothing if it is not running.
+    pub fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut server) = self.server.take() {
+            // Nothing to flush: state lives only in memory.
+            process::terminate(&mut server, libc::SIGKILL, Duration::ZERO)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new, empty server on the same port after
+    /// [`stop`](Self::stop), and waits until it answers. Does nothing if it
+    /// is running.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        self.launch(false)
+    }
+
+    fn launch(&mut self, fresh_log: bool) -> io::Result<()> {
+        let log_path = self.log_path();
+        let log = process::open_log(&log_path, fresh_log)?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            // Unbuffered, so the log is complete when start-up fails.
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir.path());
+        }
+        let mut server = process::spawn_tied(cmd, None)?;
+
+        let port = self.port;
+        let readiness = process::wait_ready(&mut server, START_TIMEOUT, || {
+            http_get_status(port, "/moto-api/").is_ok_and(|status| status == 200)
+        });
+        let failure = match readiness {
+            Ok(Readiness::Ready) => {
+                self.server = Some(server);
+                return Ok(());
+            }
+            Ok(Readiness::Exited(status)) => format!("exited during start-up ({status})"),
+            Ok(Readiness::TimedOut) => {
+                format!("did not answer GET /moto-api/ within {START_TIMEOUT:?}")
+            }
+            Err(err) => format!("could not be watched: {err}"),
+        };
+        // Best effort: the error below matters more than a failed kill.
+        let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
+        Err(io::Error::other(format!(
+            "moto ({}) on 127.0.0.1:{port} {failure}; last lines of {}:\n{}",
+            self.program.display(),
+            log_path.display(),
+            process::log_tail(&log_path, 20)
+        )))
+    }
+
+    fn port_was_taken(&self) -> bool {
+        std::fs::read_to_string(self.log_path()).is_ok_and(|log| log.contains("Address already in use"))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`, with short timeouts.
+fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+
+    // Only the status line is needed: "HTTP/1.1 200 OK".
+    let mut head = [0_u8; 64];
+    let mut len = 0;
+    while len < head.len() && !head[..len].contains(&b'\n') {
+        let n = stream.read(&mut head[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let line = String::from_utf8_lossy(&head[..len]);
+    line.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP status line: {line:?}")))
+}
