@@ -1,0 +1,174 @@
+//! Typed errors. Every variant names the input and the reason in one line, and
+//! [`Error::is_permanent`] tells a caller whether trying again could help.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a probe or a transcode failed.
+///
+/// The `Display` form is one line that starts with the file concerned, so it
+/// can be shown to a person or stored in a database as is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input could not be read (missing, unreadable, or an I/O error).
+    #[error("{path}: cannot read: {source}")]
+    InputIo {
+        /// The input file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The bytes are not a recognisable media file.
+    #[error("{path}: not a media file: {reason}")]
+    NotMedia {
+        /// The input file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// The file is a kind of input vidworker refuses on purpose: a playlist
+    /// or script that references other files, a container outside the
+    /// allowlist, or a file that tried to open anything besides itself.
+    #[error("{path}: refused: {reason}")]
+    Refused {
+        /// The input file.
+        path: PathBuf,
+        /// What it is and why it is refused.
+        reason: String,
+    },
+
+    /// The file has no video stream (audio only, or only cover art).
+    #[error("{path}: no video stream{detail}")]
+    NoVideo {
+        /// The input file.
+        path: PathBuf,
+        /// What the file does contain, starting with a separator, or empty.
+        detail: String,
+    },
+
+    /// The video codec is not one vidworker decodes.
+    #[error("{path}: unsupported video codec {codec}")]
+    UnsupportedCodec {
+        /// The input file.
+        path: PathBuf,
+        /// The codec's name.
+        codec: String,
+    },
+
+    /// The file is damaged or cut short.
+    #[error("{path}: corrupt or truncated: {reason}")]
+    Corrupt {
+        /// The input file.
+        path: PathBuf,
+        /// What went wrong, with FFmpeg's own words where it gave any.
+        reason: String,
+    },
+
+    /// The file exceeds one of the configured [`Limits`](crate::Limits).
+    #[error("{path}: over the limit: {reason}")]
+    LimitExceeded {
+        /// The input file.
+        path: PathBuf,
+        /// Which limit and by how much.
+        reason: String,
+    },
+
+    /// The job ran longer than [`Limits::timeout`](crate::Limits::timeout).
+    #[error("{path}: timed out after {:.1} s", after.as_secs_f64())]
+    TimedOut {
+        /// The input file.
+        path: PathBuf,
+        /// The configured limit.
+        after: Duration,
+    },
+
+    /// The caller's [`CancelFlag`](crate::CancelFlag) was raised.
+    #[error("{path}: cancelled")]
+    Cancelled {
+        /// The input file.
+        path: PathBuf,
+    },
+
+    /// The rendition could not be written.
+    #[error("{path}: cannot write output: {source}")]
+    OutputIo {
+        /// The output file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The [`RenditionSpec`](crate::RenditionSpec) or one of its assets (a
+    /// watermark or card file) is invalid. A configuration problem, not a
+    /// problem of the input.
+    #[error("invalid rendition spec: {0}")]
+    InvalidSpec(String),
+
+    /// FFmpeg failed somewhere we did not expect (encoder, filter graph,
+    /// muxer), for example out of memory.
+    #[error("{path}: {stage} failed: {source}{log}")]
+    Internal {
+        /// The input file.
+        path: PathBuf,
+        /// What was being done.
+        stage: &'static str,
+        /// FFmpeg's error code.
+        #[source]
+        source: ffmpeg_next::Error,
+        /// FFmpeg's last log lines, starting with a separator, or empty.
+        log: String,
+    },
+}
+
+impl Error {
+    /// `true` when processing the same input again cannot succeed: the input
+    /// is bad, refused or over a limit, or the spec is invalid. `false` for
+    /// failures of the environment (I/O, memory, cancellation) where a later
+    /// attempt may work.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::NotMedia { .. }
+            | Error::Refused { .. }
+            | Error::NoVideo { .. }
+            | Error::UnsupportedCodec { .. }
+            | Error::Corrupt { .. }
+            | Error::LimitExceeded { .. }
+            | Error::InvalidSpec(_) => true,
+            // The timeout is generous (many times real time); an input that
+            // exceeds it is pathological, and retrying it only burns workers.
+            Error::TimedOut { .. } => true,
+            Error::InputIo { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory
+            ),
+            Error::Cancelled { .. } | Error::OutputIo { .. } | Error::Internal { .. } => false,
+        }
+    }
+
+    /// A short stable name for the kind of failure, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InputIo { .. } => "input_io",
+            Error::NotMedia { .. } => "not_media",
+            Error::Refused { .. } => "refused",
+            Error::NoVideo { .. } => "no_video",
+            Error::UnsupportedCodec { .. } => "unsupported_codec",
+            Error::Corrupt { .. } => "corrupt",
+            Error::LimitExceeded { .. } => "limit_exceeded",
+            Error::TimedOut { .. } => "timed_out",
+            Error::Cancelled { .. } => "cancelled",
+            Error::OutputIo { .. } => "output_io",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Internal { .. } => "internal",
+        }
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,145 @@
+//! FFmpeg's log, routed into `tracing` and kept per thread so an error can
+//! quote what the library said about it.
+//!
+//! FFmpeg's log callback is process-wide by nature. Its default prints to
+//! stderr, which would tear progress bars and JSON logs apart, so
+//! [`init`] replaces it once with a callback that forwards every message to
+//! `tracing` (target `ffmpeg`, level `debug`; `RUST_LOG=ffmpeg=debug` shows
+//! them) and remembers the last warnings of the calling thread. Messages
+//! logged from FFmpeg's own worker threads reach `tracing` but not the
+//! per-thread memory; the errors they cause come back as return codes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::sync::Once;
+
+use ffmpeg_next::ffi;
+
+/// How many recent messages an error may quote.
+const KEEP: usize = 6;
+
+thread_local! {
+    static RECENT: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
+    /// FFmpeg builds some lines in several calls; the pieces wait here.
+    static PARTIAL: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Whether the next piece starts a line (FFmpeg's `print_prefix`).
+    static AT_LINE_START: Cell<c_int> = const { Cell::new(1) };
+}
+
+/// Initialises FFmpeg and installs the log bridge. Idempotent and cheap after
+/// the first call; every public entry point calls it.
+pub(crate) fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // `ffmpeg_next::init` only registers devices and sets up networking
+        // for old FFmpeg versions; 5.1 needs neither, and the result carries
+        // no information we could act on.
+        let _ = ffmpeg_next::init();
+        // SAFETY: both functions only store a value in libavutil's globals.
+        unsafe {
+            ffi::av_log_set_level(ffi::AV_LOG_WARNING);
+            ffi::av_log_set_callback(Some(log_callback));
+        }
+    });
+}
+
+/// Forgets the calling thread's recent messages; called when a job starts so
+/// an error never quotes a previous job.
+pub(crate) fn clear() {
+    RECENT.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.clear();
+        }
+    });
+}
+
+/// The calling thread's recent FFmpeg warnings and errors as
+/// `" (ffmpeg: a; b)"`, or an empty string when there are none.
+pub(crate) fn recent() -> String {
+    RECENT.with(|r| match r.try_borrow() {
+        Ok(r) if !r.is_empty() => {
+            let joined = r.iter().map(String::as_str).collect::<Vec<_>>().join("; ");
+            format!(" (ffmpeg: {joined})")
+        }
+        _ => String::new(),
+    })
+}
+
+/// The callback FFmpeg calls for every log line. It must never unwind.
+unsafe extern "C" fn log_callback(avcl: *mut c_void, level: c_int, fmt: *const c_char, args: *mut ffi::__va_list_tag) {
+    // SAFETY: reading the global level is a plain load.
+    if level > unsafe { ffi::av_log_get_level() } {
+        return;
+    }
+    let mut line = [0 as c_char; 1024];
+    let mut print_prefix = AT_LINE_START.with(Cell::get);
+    // SAFETY: FFmpeg hands us a valid format and va_list for this call; the
+    // buffer is ours and its size is passed, and the result is always
+    // NUL-terminated (truncated if needed).
+    let written = unsafe {
+        ffi::av_log_format_line2(
+            avcl,
+            level,
+            fmt,
+            args,
+            line.as_mut_ptr(),
+            line.len() as c_int,
+            &mut print_prefix,
+        )
+    };
+    AT_LINE_START.with(|c| c.set(print_prefix));
+    if written < 0 {
+        return;
+    }
+    // SAFETY: see above, the buffer is NUL-terminated.
+    let piece = unsafe { CStr::from_ptr(line.as_ptr()) }.to_string_lossy();
+    let Some(text) = PARTIAL.with(|p| {
+        let mut p = p.try_borrow_mut().ok()?;
+        p.push_str(&piece);
+        if !p.ends_with('\n') && p.len() < 2048 {
+            return None;
+        }
+        Some(std::mem::take(&mut *p))
+    }) else {
+        return;
+    };
+    let text = without_address(text.trim());
+    if text.is_empty() {
+        return;
+    }
+    tracing::debug!(target: "ffmpeg", level, "{text}");
+    if level <= ffi::AV_LOG_WARNING {
+        RECENT.with(|r| {
+            if let Ok(mut r) = r.try_borrow_mut() {
+                if r.len() == KEEP {
+                    r.pop_front();
+                }
+                r.push_back(text.chars().take(300).collect());
+            }
+        });
+    }
+}
+
+/// `[h264 @ 0x55e0...] msg` → `[h264] msg`: the address means nothing to a
+/// reader and makes identical messages look different.
+fn without_address(line: &str) -> String {
+    match (line.find(" @ 0x"), line.find(']')) {
+        (Some(at), Some(close)) if at < close => format!("{}{}", &line[..at], &line[close..]),
+        _ => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_dropped_from_prefixes() {
+        assert_eq!(
+            without_address("[h264 @ 0x55e055ac6100] Invalid NAL unit size"),
+            "[h264] Invalid NAL unit size"
+        );
+        assert_eq!(without_address("plain"), "plain");
+    }
+}

@@ -1,0 +1,521 @@
+//! The one libavfilter graph a rendition goes through.
+//!
+//! [`Plan`] decides the geometry in plain numbers (testable without FFmpeg)
+//! and writes the graph description; [`Graph`] builds it between named
+//! buffer sources and the sinks the encoders read:
+//!
+//! ```text
+//! [main_v] fps → scale (+tone map) → rotate → setsar → pad|crop ─┐
+//! [wm]     rgba → scale → opacity ───────────────────── overlay ─┴→ [main]
+//! color → overlay [intro_img]  or  [intro_v] (same chain as main) → [intro]
+//! [intro][main][outro] concat → [out_v]          (audio: [main_a] → [out_a])
+//! ```
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ffmpeg_next::{Rational, filter, format, frame};
+
+use crate::probe::{Fraction, Transform};
+use crate::spec::{Corner, Fit, Watermark};
+
+/// Sample rate of the AAC audio we write.
+pub(crate) const AUDIO_RATE: u32 = 48_000;
+/// Samples per AAC frame.
+pub(crate) const AAC_FRAME: u32 = 1024;
+
+/// How one video source (the main video or a card clip) is brought to the
+/// output frame.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Fitting {
+    /// Size to scale the decoded picture to, before rotation.
+    pub scale_w: u32,
+    pub scale_h: u32,
+    /// Rotation/mirroring applied after scaling.
+    pub transform: Transform,
+    pub fit: Fit,
+    /// Tone-map PQ/HLG to SDR BT.709.
+    pub tonemap: bool,
+}
+
+impl Fitting {
+    /// Fits a picture shown as `display_w` x `display_h` into `out_w` x
+    /// `out_h`. Sizes are even (4:2:0) and never exceed the frame (pad) or
+    /// fall short of it (fill).
+    pub(crate) fn new(
+        display_w: u32,
+        display_h: u32,
+        out_w: u32,
+        out_h: u32,
+        fit: Fit,
+        transform: Transform,
+        tonemap: bool,
+    ) -> Self {
+        let (dw, dh) = (f64::from(display_w.max(1)), f64::from(display_h.max(1)));
+        let (ow, oh) = (f64::from(out_w), f64::from(out_h));
+        let (w, h) = match fit {
+            Fit::Pad => {
+                let s = (ow / dw).min(oh / dh);
+                (even_round(dw * s).clamp(2, out_w), even_round(dh * s).clamp(2, out_h))
+            }
+            Fit::Fill => {
+                let s = (ow / dw).max(oh / dh);
+                (even_ceil(dw * s).max(out_w), even_ceil(dh * s).max(out_h))
+            }
+        };
+        let (scale_w, scale_h) = if transform.swaps_axes() { (h, w) } else { (w, h) };
+        Fitting {
+            scale_w,
+            scale_h,
+            transform,
+            fit,
+            tonemap,
+        }
+    }
+
+    /// The filter chain from a decoded picture at `rate` to an upright
+    /// `out_w` x `out_h` yuv420p BT.709 picture.
+    fn chain(&self, rate: Fraction, out_w: u32, out_h: u32) -> String {
+        let mut c = format!("fps={rate}");
+        if self.tonemap {
+            // Scale first (cheap, keeps 10 bits), then linearise, map the
+            // highlights into SDR and convert to BT.709 on the small frame.
+            let _ = write!(
+                c,
+                ",scale=w={}:h={}:flags=bicubic,format=yuv420p10le,\
+                 zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
+                 tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p",
+                self.scale_w, self.scale_h
+            );
+        } else {
+            // One swscale pass does size, pixel format, range (full-range
+            // phone and MJPEG sources become TV range) and matrix.
+            let _ = write!(
+                c,
+                ",scale=w={}:h={}:flags=bicubic:out_range=tv:out_color_matrix=bt709,format=yuv420p",
+                self.scale_w, self.scale_h
+            );
+        }
+        if let Some(t) = self.transform.filter() {
+            c.push(',');
+            c.push_str(t);
+        }
+        c.push_str(",setsar=1");
+        match self.fit {
+            Fit::Pad => {
+                let _ = write!(c, ",pad={out_w}:{out_h}:(ow-iw)/2:(oh-ih)/2:color=black");
+            }
+            Fit::Fill => {
+                let _ = write!(c, ",crop={out_w}:{out_h}");
+            }
+        }
+        c
+    }
+}
+
+fn even_round(v: f64) -> u32 {
+    ((v / 2.0).round() as u32) * 2
+}
+
+fn even_ceil(v: f64) -> u32 {
+    ((v / 2.0 - 1e-9).ceil() as u32) * 2
+}
+
+/// The watermark's placement, in output pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WatermarkPlacement {
+    pub w: u32,
+    pub h: u32,
+    pub x: u32,
+    pub y: u32,
+    pub opacity: f32,
+}
+
+impl WatermarkPlacement {
+    pub(crate) fn new(image_w: u32, image_h: u32, out_w: u32, out_h: u32, spec: &Watermark) -> Self {
+        let margin = spec.margin;
+        let max_w = out_w.saturating_sub(2 * margin).max(2);
+        let max_h = out_h.saturating_sub(2 * margin).max(2);
+        let mut w = even_round(f64::from(out_w) * f64::from(spec.width_fraction)).clamp(2, max_w);
+        let aspect = f64::from(image_h.max(1)) / f64::from(image_w.max(1));
+        let mut h = even_round(f64::from(w) * aspect).max(2);
+        if h > max_h {
+            h = max_h;
+            w = even_round(f64::from(h) / aspect).clamp(2, max_w);
+        }
+        let (x, y) = match spec.corner {
+            Corner::TopLeft => (margin, margin),
+            Corner::TopRight => (out_w - w - margin, margin),
+            Corner::BottomLeft => (margin, out_h - h - margin),
+            Corner::BottomRight => (out_w - w - margin, out_h - h - margin),
+        };
+        WatermarkPlacement {
+            w,
+            h,
+            x,
+            y,
+            opacity: spec.opacity,
+        }
+    }
+}
+
+/// One card of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CardPlan {
+    /// An image centred on black, at this size.
+    Image { w: u32, h: u32, duration: Duration },
+    /// A clip, fitted like the main video.
+    Clip { fitting: Fitting, duration: Duration },
+}
+
+impl CardPlan {
+    /// An image card: the logo fills half the frame height; other images
+    /// are fitted inside the frame.
+    pub(crate) fn image(image_w: u32, image_h: u32, out_w: u32, out_h: u32, is_logo: bool, duration: Duration) -> Self {
+        let (bw, bh) = if is_logo { (out_w, out_h / 2) } else { (out_w, out_h) };
+        let f = Fitting::new(image_w, image_h, bw, bh, Fit::Pad, Transform::Identity, false);
+        CardPlan::Image {
+            w: f.scale_w,
+            h: f.scale_h,
+            duration,
+        }
+    }
+}
+
+/// The whole graph in numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Plan {
+    pub out_w: u32,
+    pub out_h: u32,
+    pub rate: Fraction,
+    pub main: Fitting,
+    pub watermark: Option<WatermarkPlacement>,
+    pub intro: Option<CardPlan>,
+    pub outro: Option<CardPlan>,
+    /// Keep audio, cut at this media time.
+    pub audio_end: Option<Duration>,
+}
+
+/// Names of the graph's endpoints.
+pub(crate) mod pad {
+    pub const MAIN_V: &str = "main_v";
+    pub const MAIN_A: &str = "main_a";
+    pub const WATERMARK: &str = "wm";
+    pub const OUT_V: &str = "out_v";
+    pub const OUT_A: &str = "out_a";
+
+    /// The source a card reads from: `<name>_img` for an image, `<name>_v`
+    /// for a clip.
+    pub fn card(name: &str, clip: bool) -> String {
+        if clip {
+            format!("{name}_v")
+        } else {
+            format!("{name}_img")
+        }
+    }
+}
+
+impl Plan {
+    /// The libavfilter description of the graph.
+    pub(crate) fn description(&self) -> String {
+        let (w, h, rate) = (self.out_w, self.out_h, self.rate);
+        let audio = self.audio_end.is_some();
+        let cards = self.intro.is_some() || self.outro.is_some();
+        let mut g = String::new();
+
+        // Main video.
+        let _ = write!(g, "[{}]{}", pad::MAIN_V, self.main.chain(rate, w, h));
+        if let Some(wm) = &self.watermark {
+            let _ = write!(
+                g,
+                "[main_fit];[{}]format=rgba,scale=w={}:h={}:flags=lanczos,colorchannelmixer=aa={:.3}[wm_s];\
+                 [main_fit][wm_s]overlay=x={}:y={}:eof_action=repeat:format=yuv420",
+                pad::WATERMARK,
+                wm.w,
+                wm.h,
+                wm.opacity,
+                wm.x,
+                wm.y
+            );
+        }
+        let main_label = if cards { "main" } else { pad::OUT_V };
+        let _ = write!(g, ",format=yuv420p[{main_label}];");
+
+        // Main audio: resampled to a continuous 48 kHz stereo stream that
+        // starts with the first video frame and stops at the cap.
+        if let Some(end) = self.audio_end {
+            let label = if cards { "main_au" } else { pad::OUT_A };
+            let _ = write!(
+                g,
+                "[{}]aresample={AUDIO_RATE}:async=1:first_pts=0,\
+                 aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo,\
+                 atrim=end={:.6}[{label}];",
+                pad::MAIN_A,
+                end.as_secs_f64()
+            );
+        }
+
+        // Cards.
+        for (name, card) in [("intro", &self.intro), ("outro", &self.outro)] {
+            let Some(card) = card else { continue };
+            let duration = match card {
+                CardPlan::Image { w: iw, h: ih, duration } => {
+                    let d = duration.as_secs_f64();
+                    let _ = write!(
+                        g,
+                        "color=c=black:s={w}x{h}:r={rate}:d={d:.6},format=yuv420p[{name}_bg];\
+                         [{src}]format=rgba,scale=w={iw}:h={ih}:flags=lanczos[{name}_fg];\
+                         [{name}_bg][{name}_fg]overlay=x=(W-w)/2:y=(H-h)/2:eof_action=repeat:format=yuv420,\
+                         setsar=1,format=yuv420p[{name}];",
+                        src = pad::card(name, false)
+                    );
+                    duration
+                }
+                CardPlan::Clip { fitting, duration } => {
+                    let _ = write!(
+                        g,
+                        "[{src}]{chain},trim=duration={d:.6},format=yuv420p[{name}];",
+                        src = pad::card(name, true),
+                        chain = fitting.chain(rate, w, h),
+                        d = duration.as_secs_f64()
+                    );
+                    duration
+                }
+            };
+            if audio {
+                let _ = write!(
+                    g,
+                    "anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end={:.6},aformat=sample_fmts=fltp[{name}_a];",
+                    duration.as_secs_f64()
+                );
+            }
+        }
+
+        if cards {
+            let mut n = 0;
+            for (name, present) in [
+                ("intro", self.intro.is_some()),
+                ("main", true),
+                ("outro", self.outro.is_some()),
+            ] {
+                if !present {
+                    continue;
+                }
+                n += 1;
+                let _ = write!(g, "[{name}]");
+                if audio {
+                    let a = if name == "main" {
+                        "main_au".to_owned()
+                    } else {
+                        format!("{name}_a")
+                    };
+                    let _ = write!(g, "[{a}]");
+                }
+            }
+            let _ = write!(g, "concat=n={n}:v=1:a={}[{}]", u8::from(audio), pad::OUT_V);
+            if audio {
+                let _ = write!(g, "[{}]", pad::OUT_A);
+            }
+        } else if g.ends_with(';') {
+            g.pop();
+        }
+        g
+    }
+}
+
+/// Arguments of a `buffer` source for frames like `frame`.
+pub(crate) fn video_source_args(frame: &frame::Video, time_base: Rational) -> String {
+    let sar = frame.aspect_ratio();
+    let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
+        (sar.numerator(), sar.denominator())
+    } else {
+        (1, 1)
+    };
+    format!(
+        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
+        frame.width(),
+        frame.height(),
+        ffmpeg_next::ffi::AVPixelFormat::from(frame.format()) as i32,
+        time_base.numerator(),
+        time_base.denominator().max(1),
+        sn,
+        sd
+    )
+}
+
+/// A configured graph with its named endpoints.
+pub(crate) struct Graph {
+    inner: filter::Graph,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph").finish_non_exhaustive()
+    }
+}
+
+/// One source to create: its pad name and `buffer`/`abuffer` arguments.
+pub(crate) struct SourceSpec {
+    pub name: String,
+    pub audio: bool,
+    pub args: String,
+}
+
+impl Graph {
+    /// Builds and configures the graph described by `plan` with these
+    /// sources.
+    pub(crate) fn build(plan: &Plan, sources: &[SourceSpec], threads: u32) -> Result<Self, ffmpeg_next::Error> {
+        let mut g = filter::Graph::new();
+        // SAFETY: plain field write on a freshly allocated graph, before
+        // configuration.
+        unsafe {
+            (*g.as_mut_ptr()).nb_threads = threads as i32;
+        }
+        let find = |name: &str| filter::find(name).ok_or(ffmpeg_next::Error::FilterNotFound);
+        for s in sources {
+            let kind = if s.audio { "abuffer" } else { "buffer" };
+            g.add(&find(kind)?, &s.name, &s.args)?;
+        }
+        g.add(&find("buffersink")?, pad::OUT_V, "")?;
+        if let Some(mut sink) = g.get(pad::OUT_V) {
+            sink.set_pixel_format(format::Pixel::YUV420P);
+        }
+        if plan.audio_end.is_some() {
+            g.add(&find("abuffersink")?, pad::OUT_A, "")?;
+            if let Some(mut sink) = g.get(pad::OUT_A) {
+                sink.set_sample_format(format::Sample::F32(format::sample::Type::Planar));
+                sink.set_sample_rate(AUDIO_RATE);
+                sink.set_channel_layout(ffmpeg_next::ChannelLayout::STEREO);
+            }
+        }
+        let description = plan.description();
+        {
+            let mut parser = g.output(&sources[0].name, 0)?;
+            for s in &sources[1..] {
+                parser = parser.output(&s.name, 0)?;
+            }
+            parser = parser.input(pad::OUT_V, 0)?;
+            if plan.audio_end.is_some() {
+                parser = parser.input(pad::OUT_A, 0)?;
+            }
+            parser.parse(&description)?;
+        }
+        g.validate()?;
+        if plan.audio_end.is_some()
+            && let Some(mut sink) = g.get(pad::OUT_A)
+        {
+            sink.sink().set_frame_size(AAC_FRAME);
+        }
+        Ok(Graph { inner: g })
+    }
+
+    /// Pushes a frame into the named source.
+    pub(crate) fn push(&mut self, source: &str, frame: &frame::Frame) -> Result<(), ffmpeg_next::Error> {
+        match self.inner.get(source) {
+            Some(mut ctx) => ctx.source().add(frame),
+            None => Err(ffmpeg_next::Error::FilterNotFound),
+        }
+    }
+
+    /// Ends the named source at `pts` (in the source's time base), so the
+    /// frame-rate filter knows how long the last frame lasts.
+    pub(crate) fn close(&mut self, source: &str, pts: Option<i64>) -> Result<(), ffmpeg_next::Error> {
+        match self.inner.get(source) {
+            Some(mut ctx) => match pts {
+                Some(pts) => ctx.source().close(pts),
+                None => ctx.source().flush(),
+            },
+            None => Err(ffmpeg_next::Error::FilterNotFound),
+        }
+    }
+
+    /// Takes the next frame from a sink: `Ok(true)` with a frame, `Ok(false)`
+    /// when none is ready yet, `Err(Eof)` when the sink is finished.
+    pub(crate) fn pull(&mut self, sink: &str, frame: &mut frame::Frame) -> Result<bool, ffmpeg_next::Error> {
+        let Some(mut ctx) = self.inner.get(sink) else {
+            return Err(ffmpeg_next::Error::FilterNotFound);
+        };
+        match ctx.sink().frame(frame) {
+            Ok(()) => Ok(true),
+            Err(ffmpeg_next::Error::Other { errno }) if errno == libc::EAGAIN => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_portrait_phone_clip_is_pillarboxed_upright() {
+        // 1920x1080 coded, rotated 90°: shown as 1080x1920.
+        let f = Fitting::new(1080, 1920, 1280, 720, Fit::Pad, Transform::Clock, false);
+        // Shown as 406x720 (even), so scaled to 720x406 before the turn.
+        assert_eq!((f.scale_w, f.scale_h), (720, 406));
+        let chain = f.chain(Fraction { num: 30, den: 1 }, 1280, 720);
+        assert!(chain.starts_with("fps=30,scale=w=720:h=406"), "{chain}");
+        assert!(chain.contains("transpose=clock,setsar=1,pad=1280:720"), "{chain}");
+    }
+
+    #[test]
+    fn anamorphic_pal_fills_the_frame_and_fill_mode_covers_it() {
+        // 720x576 with SAR 64:45 is shown as 1024x576 = 16:9.
+        let f = Fitting::new(1024, 576, 1280, 720, Fit::Pad, Transform::Identity, false);
+        assert_eq!((f.scale_w, f.scale_h), (1280, 720));
+        // A 4:3 picture in fill mode covers the width and is cropped.
+        let f = Fitting::new(640, 480, 1280, 720, Fit::Fill, Transform::Identity, false);
+        assert_eq!((f.scale_w, f.scale_h), (1280, 960));
+        assert!(
+            f.chain(Fraction { num: 25, den: 1 }, 1280, 720)
+                .ends_with("crop=1280:720")
+        );
+    }
+
+    #[test]
+    fn odd_and_tiny_sizes_stay_even_and_inside_the_frame() {
+        let f = Fitting::new(639, 359, 1280, 720, Fit::Pad, Transform::Identity, false);
+        assert_eq!(f.scale_w % 2, 0);
+        assert_eq!(f.scale_h % 2, 0);
+        assert!(f.scale_w <= 1280 && f.scale_h <= 720);
+        let f = Fitting::new(64, 64, 1280, 720, Fit::Pad, Transform::Identity, false);
+        assert_eq!((f.scale_w, f.scale_h), (720, 720));
+    }
+
+    #[test]
+    fn watermark_sits_in_its_corner_with_its_margin() {
+        let spec = Watermark::default();
+        let wm = WatermarkPlacement::new(512, 512, 1280, 720, &spec);
+        assert_eq!((wm.w, wm.h), (128, 128));
+        assert_eq!((wm.x, wm.y), (1280 - 128 - 24, 720 - 128 - 24));
+        let spec = Watermark {
+            corner: Corner::TopLeft,
+            margin: 10,
+            width_fraction: 0.25,
+            ..Watermark::default()
+        };
+        let wm = WatermarkPlacement::new(512, 256, 1280, 720, &spec);
+        assert_eq!((wm.x, wm.y, wm.w, wm.h), (10, 10, 320, 160));
+    }
+
+    #[test]
+    fn description_joins_cards_and_audio_with_concat() {
+        let plan = Plan {
+            out_w: 1280,
+            out_h: 720,
+            rate: Fraction { num: 30, den: 1 },
+            main: Fitting::new(1920, 1080, 1280, 720, Fit::Pad, Transform::Identity, false),
+            watermark: None,
+            intro: Some(CardPlan::image(512, 512, 1280, 720, true, Duration::from_millis(2500))),
+            outro: None,
+            audio_end: Some(Duration::from_secs(30)),
+        };
+        let d = plan.description();
+        assert!(d.contains("color=c=black:s=1280x720:r=30:d=2.500000"), "{d}");
+        assert!(
+            d.contains("[intro][intro_a][main][main_au]concat=n=2:v=1:a=1[out_v][out_a]"),
+            "{d}"
+        );
+        assert!(!d.contains("overlay=x=1128"), "no watermark was asked for: {d}");
+    }
+}

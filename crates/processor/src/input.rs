@@ -1,0 +1,523 @@
+//! Opening an untrusted file so that FFmpeg reads that file and nothing else.
+//!
+//! The defences, in the order they act:
+//! 1. The path must be a regular file within the size limit.
+//! 2. The first bytes are sniffed: text playlists and scripts (HLS, ffconcat,
+//!    PLS, XML manifests) are refused by name, whatever the file is called.
+//! 3. The container is identified from content only (no file name is given to
+//!    FFmpeg's probe) and must be on [`ALLOWED_DEMUXERS`]; the demuxer is then
+//!    forced, and `format_whitelist` is set as well so nested demuxers (the
+//!    AVI GAB2 subtitle path, for one) inherit the allowlist.
+//! 4. FFmpeg never opens anything by name: the file is handed over as a
+//!    custom I/O context and the context's `io_open` callback refuses every
+//!    request, so a demuxer that wants a second file (MOV data references,
+//!    playlists) fails instead of reading it. Refused requests are recorded
+//!    and reported.
+//! 5. Every read checks the job's cancel flag and deadline, so a demuxer that
+//!    scans gigabytes of garbage is interrupted.
+//! 6. Stream count, probe size and per-frame pixels are bounded before any
+//!    decoder allocates a picture.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::Mutex;
+
+use ffmpeg_next::ffi;
+use ffmpeg_next::format::context::{Input, StreamIo};
+use ffmpeg_next::{Dictionary, media};
+
+use crate::control::Budget;
+use crate::error::{Error, Result};
+use crate::fflog;
+use crate::spec::Limits;
+
+/// Demuxers vidworker accepts, by FFmpeg short name. Each reads one
+/// self-contained file; none follows references to other files once
+/// `io_open` is denied. MOV covers MP4, M4V, 3GP and QuickTime.
+pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ivf"];
+
+/// Video decoders vidworker uses, by FFmpeg decoder name.
+pub const ALLOWED_VIDEO_DECODERS: &[&str] = &[
+    "h264",
+    "hevc",
+    "vp8",
+    "vp9",
+    "av1",
+    "libdav1d",
+    "prores",
+    "mjpeg",
+    "mpeg4",
+    "mpeg2video",
+    "mpeg1video",
+    "h263",
+    "flv",
+    "theora",
+];
+
+/// Audio decoders vidworker uses when it keeps the audio.
+pub const ALLOWED_AUDIO_DECODERS: &[&str] = &[
+    "aac",
+    "mp3float",
+    "mp3",
+    "mp2float",
+    "mp2",
+    "opus",
+    "libopus",
+    "vorbis",
+    "ac3",
+    "eac3",
+    "alac",
+    "flac",
+    "amrnb",
+    "amrwb",
+    "pcm_s16le",
+    "pcm_s16be",
+    "pcm_s24le",
+    "pcm_s24be",
+    "pcm_s32le",
+    "pcm_f32le",
+    "pcm_u8",
+    "pcm_alaw",
+    "pcm_mulaw",
+];
+
+/// Containers FFmpeg recognises that carry audio only.
+const AUDIO_ONLY_DEMUXERS: &[&str] = &[
+    "mp3", "wav", "aac", "flac", "ogg", "w64", "amr", "ac3", "eac3", "aiff", "caf", "opus", "wv",
+];
+
+/// One opened input file.
+pub(crate) struct OpenedInput {
+    /// Declared first so it closes before the data its callbacks point to.
+    pub ctx: Input,
+    /// Requests to open other files, recorded by the denying `io_open`.
+    denied: Box<DeniedOpens>,
+    pub path: PathBuf,
+    /// Size of the file in bytes.
+    pub size: u64,
+}
+
+/// The shared state behind `io_open`: what was asked for and refused.
+#[derive(Default)]
+struct DeniedOpens(Mutex<Vec<String>>);
+
+impl OpenedInput {
+    /// The first file the input tried to open besides itself, if any.
+    pub fn denied_open(&self) -> Option<String> {
+        self.denied.0.lock().ok().and_then(|v| v.first().cloned())
+    }
+
+    /// The index of the main video stream: the largest picture that is not
+    /// cover art, preferring streams marked default.
+    pub fn best_video_stream(&self) -> Option<usize> {
+        self.ctx
+            .streams()
+            .filter(|s| s.parameters().medium() == media::Type::Video)
+            .filter(|s| {
+                !s.disposition()
+                    .contains(ffmpeg_next::format::stream::Disposition::ATTACHED_PIC)
+            })
+            .max_by_key(|s| {
+                // SAFETY: the parameters pointer of a stream of an open input
+                // is valid for the input's lifetime.
+                let (w, h) = unsafe {
+                    let p = s.parameters().as_ptr();
+                    ((*p).width.max(0) as u64, (*p).height.max(0) as u64)
+                };
+                let default = s
+                    .disposition()
+                    .contains(ffmpeg_next::format::stream::Disposition::DEFAULT);
+                (default, w * h)
+            })
+            .map(|s| s.index())
+    }
+
+    /// The index of the best audio stream, if any.
+    pub fn best_audio_stream(&self) -> Option<usize> {
+        self.ctx.streams().best(media::Type::Audio).map(|s| s.index())
+    }
+
+    /// A refusal if the demuxer tried to open anything else.
+    pub fn check_denied(&self) -> Result<()> {
+        match self.denied_open() {
+            Some(url) => Err(Error::Refused {
+                path: self.path.clone(),
+                reason: format!("it references another file or URL ({url:?}); only self-contained media is accepted"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens `path` for demuxing under `limits`, with every defence listed in
+/// the module docs.
+pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<OpenedInput> {
+    fflog::init();
+    let io_err = |source: io::Error| Error::InputIo {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
+    }
+    if !meta.is_file() {
+        return Err(Error::NotMedia {
+            path: path.to_owned(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(Error::NotMedia {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    if size > limits.max_input_bytes {
+        return Err(Error::LimitExceeded {
+            path: path.to_owned(),
+            reason: format!(
+                "{} bytes is more than the {} byte input limit",
+                size, limits.max_input_bytes
+            ),
+        });
+    }
+
+    let head_len = size.min(limits.probe_bytes).min(1 << 20) as usize;
+    let mut head = vec![0u8; head_len];
+    file.read_exact(&mut head).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+
+    if let Some(what) = sniff_script(&head) {
+        return Err(Error::Refused {
+            path: path.to_owned(),
+            reason: format!("{what}: playlists and scripts that point at other files are not accepted"),
+        });
+    }
+    let (iformat, name) = identify(path, &head)?;
+    check_demuxer(path, &name)?;
+    budget.check_for(path)?;
+
+    let reader = GuardedFile {
+        file,
+        budget: budget.clone(),
+    };
+    let mut io = StreamIo::from_read_seek_with_capacity(reader, 64 << 10).map_err(|e| Error::Internal {
+        path: path.to_owned(),
+        stage: "allocating the input reader",
+        source: e,
+        log: String::new(),
+    })?;
+    let denied = Box::<DeniedOpens>::default();
+    let mut options = Dictionary::new();
+    options.set("format_whitelist", &ALLOWED_DEMUXERS.join(","));
+    options.set("protocol_whitelist", "file");
+    options.set("probesize", &limits.probe_bytes.to_string());
+    options.set("analyzeduration", &limits.probe_duration.as_micros().to_string());
+    options.set("max_streams", &limits.max_streams.to_string());
+    let mut codecs = ALLOWED_VIDEO_DECODERS.to_vec();
+    codecs.extend_from_slice(ALLOWED_AUDIO_DECODERS);
+    options.set("codec_whitelist", &codecs.join(","));
+    // MOV data references can point at other files; they are off by default
+    // in FFmpeg and io_open is denied anyway. Say so explicitly.
+    options.set("enable_drefs", "0");
+
+    // SAFETY: the context is allocated here and either handed to `Input`,
+    // which owns and closes it, or freed by `avformat_open_input` on failure.
+    // `io` and `denied` outlive it: `io` moves into the `Input` (freed after
+    // the context is closed) and `denied` is kept in the returned struct,
+    // declared after `ctx`.
+    let ctx = unsafe {
+        let mut ps = ffi::avformat_alloc_context();
+        if ps.is_null() {
+            return Err(internal(
+                path,
+                "allocating the demuxer",
+                ffmpeg_next::Error::Other { errno: libc::ENOMEM },
+            ));
+        }
+        (*ps).pb = io.as_mut_ptr();
+        (*ps).flags |= ffi::AVFMT_FLAG_CUSTOM_IO as c_int;
+        (*ps).io_open = Some(deny_io_open);
+        (*ps).opaque = ptr::from_ref::<DeniedOpens>(&denied).cast_mut().cast::<c_void>();
+        let mut opts = options.disown();
+        let ret = ffi::avformat_open_input(&mut ps, c"".as_ptr(), iformat, &mut opts);
+        Dictionary::own(opts);
+        if ret < 0 {
+            return Err(classify_open_error(path, budget, &denied, ret));
+        }
+        let input = Input::wrap_with_custom_io(ps, io);
+        let nb = (*ps).nb_streams as usize;
+        if nb > limits.max_streams as usize {
+            return Err(Error::LimitExceeded {
+                path: path.to_owned(),
+                reason: format!("{nb} streams is more than the limit of {}", limits.max_streams),
+            });
+        }
+        // Decoders opened while identifying streams must refuse absurd
+        // pictures before allocating them.
+        let max_pixels = limits.max_pixels.to_string();
+        let mut per_stream: Vec<*mut ffi::AVDictionary> = vec![ptr::null_mut(); nb];
+        for d in &mut per_stream {
+            let mut dict = Dictionary::new();
+            dict.set("max_pixels", &max_pixels);
+            *d = dict.disown();
+        }
+        let ret = ffi::avformat_find_stream_info(ps, per_stream.as_mut_ptr());
+        for d in per_stream {
+            Dictionary::own(d);
+        }
+        if ret < 0 {
+            return Err(classify_open_error(path, budget, &denied, ret));
+        }
+        input
+    };
+    let opened = OpenedInput {
+        ctx,
+        denied,
+        path: path.to_owned(),
+        size,
+    };
+    opened.check_denied()?;
+    budget.check_for(path)?;
+    Ok(opened)
+}
+
+fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Error {
+    Error::Internal {
+        path: path.to_owned(),
+        stage,
+        source,
+        log: fflog::recent(),
+    }
+}
+
+/// Maps a failed open or stream identification to the error a person needs.
+fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, ret: c_int) -> Error {
+    if let Err(stop) = budget.check() {
+        return stop.into_error(path);
+    }
+    if let Some(url) = denied.0.lock().ok().and_then(|v| v.first().cloned()) {
+        return Error::Refused {
+            path: path.to_owned(),
+            reason: format!("it references another file or URL ({url:?}); only self-contained media is accepted"),
+        };
+    }
+    let err = ffmpeg_next::Error::from(ret);
+    match err {
+        ffmpeg_next::Error::InvalidData | ffmpeg_next::Error::Eof | ffmpeg_next::Error::DemuxerNotFound => {
+            Error::Corrupt {
+                path: path.to_owned(),
+                reason: format!("{err}{}", fflog::recent()),
+            }
+        }
+        ffmpeg_next::Error::Other { errno } if errno == libc::EIO => Error::Corrupt {
+            path: path.to_owned(),
+            reason: format!("{err}{}", fflog::recent()),
+        },
+        other => internal(path, "opening the input", other),
+    }
+}
+
+/// The `io_open` every input gets: it refuses, and remembers what was asked.
+unsafe extern "C" fn deny_io_open(
+    s: *mut ffi::AVFormatContext,
+    _pb: *mut *mut ffi::AVIOContext,
+    url: *const c_char,
+    _flags: c_int,
+    _options: *mut *mut ffi::AVDictionary,
+) -> c_int {
+    let url = if url.is_null() {
+        String::new()
+    } else {
+        // SAFETY: FFmpeg passes a NUL-terminated string.
+        unsafe { CStr::from_ptr(url) }.to_string_lossy().into_owned()
+    };
+    tracing::warn!(target: "ffmpeg", url, "refused a request to open another file");
+    // SAFETY: `opaque` is either null or the `DeniedOpens` installed by
+    // `open`, which outlives the context. Nested contexts that copied the
+    // callback but not the opaque pointer have a null opaque.
+    unsafe {
+        if !s.is_null() {
+            let denied = (*s).opaque.cast::<DeniedOpens>();
+            if let Some(denied) = denied.as_ref()
+                && let Ok(mut v) = denied.0.lock()
+            {
+                v.push(url);
+            }
+        }
+    }
+    ffmpeg_next::ffi::AVERROR(libc::EPERM)
+}
+
+/// Recognises text playlists and scripts that make FFmpeg read other files.
+fn sniff_script(head: &[u8]) -> Option<&'static str> {
+    let start = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let first = start
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(start.len());
+    let text = &start[first..];
+    let starts = |p: &[u8]| text.len() >= p.len() && text[..p.len()].eq_ignore_ascii_case(p);
+    if starts(b"#EXTM3U") || starts(b"#EXTINF") || starts(b"#EXT-X-") {
+        Some("an HLS/M3U playlist")
+    } else if starts(b"ffconcat") {
+        Some("an ffconcat script")
+    } else if starts(b"[playlist]") {
+        Some("a PLS playlist")
+    } else if starts(b"<?xml") || starts(b"<MPD") || starts(b"<smil") || starts(b"<asx") {
+        Some("an XML manifest or playlist")
+    } else if starts(b"file ") || starts(b"file\t") {
+        Some("a concat script")
+    } else {
+        None
+    }
+}
+
+/// Asks FFmpeg which demuxer the content looks like, without the file name.
+fn identify(path: &Path, head: &[u8]) -> Result<(*const ffi::AVInputFormat, String)> {
+    let mut padded = Vec::with_capacity(head.len() + ffi::AVPROBE_PADDING_SIZE as usize);
+    padded.extend_from_slice(head);
+    padded.resize(head.len() + ffi::AVPROBE_PADDING_SIZE as usize, 0);
+    let empty = CString::default();
+    // Grow the window like FFmpeg does until the guess is confident.
+    let mut len = 2048.min(head.len());
+    loop {
+        let pd = ffi::AVProbeData {
+            filename: empty.as_ptr(),
+            buf: padded.as_mut_ptr(),
+            buf_size: len as c_int,
+            mime_type: ptr::null(),
+        };
+        let mut score: c_int = 0;
+        // SAFETY: `pd` points at `len` bytes followed by the required zero
+        // padding; the returned format is a static FFmpeg object.
+        let fmt = unsafe { ffi::av_probe_input_format3(&pd, 1, &mut score) };
+        // AVPROBE_SCORE_RETRY: FFmpeg's own threshold for a confident guess.
+        let confident = score > 25;
+        if !fmt.is_null() && (confident || len == head.len()) {
+            // SAFETY: a non-null static format has a NUL-terminated name.
+            let name = unsafe { CStr::from_ptr((*fmt).name) }.to_string_lossy().into_owned();
+            return Ok((fmt, name));
+        }
+        if len == head.len() {
+            return Err(Error::NotMedia {
+                path: path.to_owned(),
+                reason: "no known container format in its first bytes".into(),
+            });
+        }
+        len = (len * 4).min(head.len());
+    }
+}
+
+/// Refuses demuxers outside the allowlist with a reason that names them.
+fn check_demuxer(path: &Path, name: &str) -> Result<()> {
+    let names: Vec<&str> = name.split(',').collect();
+    if names.iter().any(|n| ALLOWED_DEMUXERS.contains(n)) {
+        return Ok(());
+    }
+    let first = names.first().copied().unwrap_or(name);
+    if names.iter().any(|n| AUDIO_ONLY_DEMUXERS.contains(n)) {
+        return Err(Error::NoVideo {
+            path: path.to_owned(),
+            detail: format!(": it is an audio-only {first} file"),
+        });
+    }
+    let what = match first {
+        "hls" | "applehttp" => "an HLS playlist".to_owned(),
+        "concat" => "an ffconcat script".to_owned(),
+        "dash" => "a DASH manifest".to_owned(),
+        n if n.starts_with("image2") || n.ends_with("_pipe") => format!("a still image ({n})"),
+        "tty" | "txt" | "srt" | "ass" | "webvtt" => format!("a text file ({first})"),
+        other => format!("a {other} file"),
+    };
+    Err(Error::Refused {
+        path: path.to_owned(),
+        reason: format!(
+            "{what} is not an accepted video container (accepted: MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, IVF)"
+        ),
+    })
+}
+
+/// The input file as FFmpeg sees it: every read and seek first checks the
+/// job's cancel flag and deadline.
+struct GuardedFile {
+    file: File,
+    budget: Budget,
+}
+
+impl GuardedFile {
+    fn check(&self) -> io::Result<()> {
+        self.budget
+            .check()
+            .map_err(|stop| io::Error::other(format!("{stop:?}")))
+    }
+}
+
+impl Read for GuardedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check()?;
+        self.file.read(buf)
+    }
+}
+
+impl Seek for GuardedFile {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.check()?;
+        self.file.seek(pos)
+    }
+}
+
+/// Shared by the decoders: the stream's codec must be one we decode.
+pub(crate) fn check_video_codec(path: &Path, id: ffmpeg_next::codec::Id) -> Result<ffmpeg_next::Codec> {
+    let unsupported = || Error::UnsupportedCodec {
+        path: path.to_owned(),
+        codec: id.name().to_owned(),
+    };
+    let codec = ffmpeg_next::decoder::find(id).ok_or_else(unsupported)?;
+    if ALLOWED_VIDEO_DECODERS.contains(&codec.name()) {
+        Ok(codec)
+    } else {
+        Err(unsupported())
+    }
+}
+
+/// Whether the decoder for an audio stream is one we use.
+pub(crate) fn audio_decoder(id: ffmpeg_next::codec::Id) -> Option<ffmpeg_next::Codec> {
+    ffmpeg_next::decoder::find(id).filter(|c| ALLOWED_AUDIO_DECODERS.contains(&c.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_playlists_are_recognised_whatever_their_padding() {
+        assert_eq!(
+            sniff_script(b"#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd"),
+            Some("an HLS/M3U playlist")
+        );
+        assert_eq!(sniff_script(b"\xEF\xBB\xBF  \n#extm3u"), Some("an HLS/M3U playlist"));
+        assert_eq!(
+            sniff_script(b"ffconcat version 1.0\nfile a.mp4"),
+            Some("an ffconcat script")
+        );
+        assert_eq!(sniff_script(b"\x00\x00\x00\x20ftypisom"), None);
+    }
+
+    #[test]
+    fn demuxer_allowlist_names_the_refused_format() {
+        let p = Path::new("x.mp4");
+        assert!(check_demuxer(p, "mov,mp4,m4a,3gp,3g2,mj2").is_ok());
+        assert!(check_demuxer(p, "matroska,webm").is_ok());
+        let err = check_demuxer(p, "hls").expect_err("hls refused");
+        assert!(err.to_string().contains("an HLS playlist"), "{err}");
+        let err = check_demuxer(p, "mp3").expect_err("mp3 has no video");
+        assert_eq!(err.kind(), "no_video");
+    }
+}

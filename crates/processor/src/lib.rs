@@ -1,0 +1,55 @@
+//! The FFmpeg core of vidworker: turns one untrusted video upload into the
+//! rendition viewers watch, in a single decode → filter → encode pass over
+//! the system's FFmpeg libraries. No subprocess, no intermediate file, no
+//! async runtime and nothing about queues or storage.
+//!
+//! A rendition ([`RenditionSpec`]) is by default at most 30 s long, 1280x720
+//! with black bars rather than cropping, upright whatever the phone's
+//! rotation tag says, watermarked with the league logo, silent, H.264 High
+//! (CRF 23, `medium`) at the source's frame rate capped at 30 fps with a
+//! keyframe at least every 2 s, in an MP4 whose index comes first so
+//! browsers start playing at once.
+//!
+//! Inputs are treated as hostile: only the given file is read (playlists,
+//! scripts and references to other files are refused), containers and
+//! codecs are allowlisted, and size, pixels, streams and time are bounded
+//! ([`Limits`]). Every failure is an [`Error`] whose message names the file
+//! and the reason on one line, and [`Error::is_permanent`] tells whether a
+//! retry could help.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use processor::{CancelFlag, RenditionSpec};
+//!
+//! let spec = RenditionSpec::default();
+//! let report = processor::process(
+//!     Path::new("upload.mov"),
+//!     Path::new("processed/upload.mp4"),
+//!     &spec,
+//!     |p| eprint!("\r{:.0}%", p.fraction() * 100.0),
+//!     &CancelFlag::new(),
+//! )?;
+//! println!("{:.1} s in {:.1} s ({:.1}x)", report.duration.as_secs_f64(),
+//!          report.elapsed.as_secs_f64(), report.speed);
+//! # Ok::<(), processor::Error>(())
+//! ```
+
+mod control;
+mod error;
+mod fflog;
+mod graph;
+mod image;
+mod input;
+mod probe;
+mod spec;
+mod transcode;
+
+pub use control::{CancelFlag, Progress};
+pub use error::{Error, Result};
+pub use image::LOGO_PNG;
+pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};
+pub use probe::{Fraction, MediaInfo, probe, probe_with};
+pub use spec::{
+    Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
+};
+pub use transcode::{Report, process};

@@ -1,0 +1,455 @@
+//! Probing: what an input file contains, read once into [`MediaInfo`].
+
+use std::ffi::CStr;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use ffmpeg_next::ffi;
+use ffmpeg_next::{Rational, codec};
+use serde::Serialize;
+
+use crate::control::{Budget, CancelFlag};
+use crate::error::{Error, Result};
+use crate::input::{self, OpenedInput};
+use crate::spec::Limits;
+
+/// A frame rate or aspect ratio as an exact fraction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Fraction {
+    /// Numerator.
+    pub num: u32,
+    /// Denominator, never zero.
+    pub den: u32,
+}
+
+impl Fraction {
+    /// The value as a float.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.num) / f64::from(self.den)
+    }
+
+    pub(crate) fn from_rational(r: Rational) -> Option<Self> {
+        let (num, den) = (r.numerator(), r.denominator());
+        (num > 0 && den > 0).then_some(Fraction {
+            num: num as u32,
+            den: den as u32,
+        })
+    }
+
+    pub(crate) fn to_rational(self) -> Rational {
+        Rational::new(self.num as i32, self.den as i32)
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.den == 1 {
+            write!(f, "{}", self.num)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
+}
+
+/// How a decoded picture must be turned to be shown upright, from the
+/// stream's display matrix (phones record sideways and tag the rotation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Transform {
+    #[default]
+    Identity,
+    /// Rotate 90° clockwise.
+    Clock,
+    /// Rotate 90° counter-clockwise.
+    CounterClock,
+    /// Rotate 90° clockwise and mirror.
+    ClockFlip,
+    /// Rotate 90° counter-clockwise and mirror.
+    CounterClockFlip,
+    /// Rotate 180°.
+    HalfTurn,
+    /// Mirror left to right.
+    HFlip,
+    /// Mirror top to bottom.
+    VFlip,
+}
+
+impl Transform {
+    /// Reads a 3x3 display matrix (FFmpeg's 16.16 fixed-point layout) the
+    /// way FFmpeg 6.1's command line does, snapping odd angles to the
+    /// nearest quarter turn.
+    pub(crate) fn from_display_matrix(m: &[i32; 9]) -> (u16, Transform) {
+        // SAFETY: the function reads exactly nine i32 values.
+        let ccw = unsafe { ffi::av_display_rotation_get(m.as_ptr()) };
+        if ccw.is_nan() {
+            return (0, Transform::Identity);
+        }
+        let theta = (-ccw).round();
+        let quarter = ((theta / 90.0).round() as i64).rem_euclid(4) as u16;
+        let t = match quarter {
+            1 if m[3] > 0 => Transform::CounterClockFlip,
+            1 => Transform::Clock,
+            2 => match (m[0] < 0, m[4] < 0) {
+                (true, true) => Transform::HalfTurn,
+                (true, false) => Transform::HFlip,
+                (false, true) => Transform::VFlip,
+                (false, false) => Transform::Identity,
+            },
+            3 if m[3] < 0 => Transform::ClockFlip,
+            3 => Transform::CounterClock,
+            _ if m[4] < 0 => Transform::VFlip,
+            _ => Transform::Identity,
+        };
+        (quarter * 90, t)
+    }
+
+    /// Whether width and height trade places.
+    pub(crate) fn swaps_axes(self) -> bool {
+        matches!(
+            self,
+            Transform::Clock | Transform::CounterClock | Transform::ClockFlip | Transform::CounterClockFlip
+        )
+    }
+
+    /// The libavfilter chain that applies it, or `None` for nothing to do.
+    pub(crate) fn filter(self) -> Option<&'static str> {
+        match self {
+            Transform::Identity => None,
+            Transform::Clock => Some("transpose=clock"),
+            Transform::CounterClock => Some("transpose=cclock"),
+            Transform::ClockFlip => Some("transpose=clock_flip"),
+            Transform::CounterClockFlip => Some("transpose=cclock_flip"),
+            Transform::HalfTurn => Some("hflip,vflip"),
+            Transform::HFlip => Some("hflip"),
+            Transform::VFlip => Some("vflip"),
+        }
+    }
+}
+
+/// What a probe learns about an input.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MediaInfo {
+    /// The demuxer FFmpeg identified from the content, e.g.
+    /// `mov,mp4,m4a,3gp,3g2,mj2`.
+    pub container: String,
+    /// The file's size in bytes.
+    pub size_bytes: u64,
+    /// The duration the container declares, if it declares one.
+    #[serde(serialize_with = "secs_opt")]
+    pub duration: Option<Duration>,
+    /// The video codec, e.g. `h264`.
+    pub video_codec: String,
+    /// Width of the decoded picture in pixels.
+    pub coded_width: u32,
+    /// Height of the decoded picture in pixels.
+    pub coded_height: u32,
+    /// Width as shown: after non-square pixels and rotation.
+    pub display_width: u32,
+    /// Height as shown: after non-square pixels and rotation.
+    pub display_height: u32,
+    /// The sample (pixel) aspect ratio; 1:1 for square pixels.
+    pub sample_aspect_ratio: Fraction,
+    /// Clockwise rotation to show the picture upright: 0, 90, 180 or 270.
+    pub rotation: u16,
+    /// The average frame rate, if known.
+    pub frame_rate: Option<Fraction>,
+    /// The decoded pixel format, e.g. `yuv420p` or `yuv420p10le`.
+    pub pixel_format: String,
+    /// Whether the picture uses full-range (JPEG) levels.
+    pub full_range: bool,
+    /// The transfer characteristic, e.g. `bt709`, `arib-std-b67` (HLG) or
+    /// `smpte2084` (PQ).
+    pub color_transfer: String,
+    /// Whether the video is HDR (PQ or HLG) and gets tone-mapped.
+    pub hdr: bool,
+    /// Whether there is an audio stream.
+    pub has_audio: bool,
+    /// The overall bit rate in bits per second, if known.
+    pub bit_rate: Option<u64>,
+}
+
+fn secs_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Facts about the main video stream that the transcoder needs beyond
+/// [`MediaInfo`].
+#[derive(Clone, Debug)]
+pub(crate) struct VideoFacts {
+    pub info: MediaInfo,
+    pub video_index: usize,
+    pub audio_index: Option<usize>,
+    pub time_base: Rational,
+    pub transform: Transform,
+    /// When the container's duration can be trusted to detect truncation
+    /// (not an estimate from the bit rate).
+    pub duration_is_exact: bool,
+}
+
+/// Reads what `path` contains, under the default [`Limits`].
+///
+/// The file is opened with the same defences as [`process`](crate::process):
+/// playlists, scripts and containers outside the allowlist are refused.
+///
+/// ```no_run
+/// let info = processor::probe(std::path::Path::new("clip.mov"))?;
+/// println!("{}x{} shown as {}x{}", info.coded_width, info.coded_height,
+///          info.display_width, info.display_height);
+/// # Ok::<(), processor::Error>(())
+/// ```
+pub fn probe(path: &Path) -> Result<MediaInfo> {
+    probe_with(path, &Limits::default(), &CancelFlag::new())
+}
+
+/// [`probe`] with explicit limits and a cancel flag.
+pub fn probe_with(path: &Path, limits: &Limits, cancel: &CancelFlag) -> Result<MediaInfo> {
+    crate::fflog::clear();
+    let budget = Budget::new(cancel, limits.timeout);
+    let input = input::open(path, limits, &budget)?;
+    Ok(describe(&input, limits)?.info)
+}
+
+/// Builds the facts of an opened input and checks the limits that the
+/// stream parameters reveal.
+pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFacts> {
+    let path = &input.path;
+    let ctx = &input.ctx;
+    let Some(video_index) = input.best_video_stream() else {
+        let kinds: Vec<String> = ctx
+            .streams()
+            .map(|s| format!("{:?}", s.parameters().medium()).to_lowercase())
+            .collect();
+        if kinds.is_empty() {
+            return Err(Error::NotMedia {
+                path: path.clone(),
+                reason: "no streams found".into(),
+            });
+        }
+        return Err(Error::NoVideo {
+            path: path.clone(),
+            detail: format!(": it holds {}", kinds.join(", ")),
+        });
+    };
+    let stream = ctx.stream(video_index).ok_or_else(|| Error::NotMedia {
+        path: path.clone(),
+        reason: "video stream vanished".into(),
+    })?;
+    let params = stream.parameters();
+    let codec_id = params.id();
+    // SAFETY: the parameters belong to a stream of the open input.
+    let (w, h, fmt, range, trc, par_sar) = unsafe {
+        let p = params.as_ptr();
+        (
+            (*p).width.max(0) as u32,
+            (*p).height.max(0) as u32,
+            (*p).format,
+            (*p).color_range,
+            (*p).color_trc,
+            Rational::from((*p).sample_aspect_ratio),
+        )
+    };
+    if codec_id == codec::Id::None {
+        return Err(Error::UnsupportedCodec {
+            path: path.clone(),
+            codec: "unknown".into(),
+        });
+    }
+    input::check_video_codec(path, codec_id)?;
+    if w == 0 || h == 0 {
+        return Err(Error::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "the {} stream declares no picture size{}",
+                codec_id.name(),
+                crate::fflog::recent()
+            ),
+        });
+    }
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > limits.max_pixels {
+        return Err(Error::LimitExceeded {
+            path: path.clone(),
+            reason: format!(
+                "{w}x{h} is {:.1} Mpx per frame, more than the {:.1} Mpx limit",
+                pixels as f64 / 1e6,
+                limits.max_pixels as f64 / 1e6
+            ),
+        });
+    }
+
+    let sar = Fraction::from_rational(stream_sar(&stream, par_sar)).unwrap_or(Fraction { num: 1, den: 1 });
+    let (rotation, transform) = display_matrix(&stream)
+        .map(|m| Transform::from_display_matrix(&m))
+        .unwrap_or((0, Transform::Identity));
+    let (mut dw, mut dh) = (w, h);
+    if sar.num != sar.den {
+        dw = ((f64::from(w) * sar.as_f64()).round() as u32).max(1);
+    }
+    if transform.swaps_axes() {
+        std::mem::swap(&mut dw, &mut dh);
+    }
+
+    let frame_rate = Fraction::from_rational(stream.avg_frame_rate())
+        .or_else(|| Fraction::from_rational(stream.rate()))
+        .filter(|r| (0.5..=1000.0).contains(&r.as_f64()));
+
+    // SAFETY: reading plain fields of the open format context.
+    let (container_duration, bit_rate, estimated) = unsafe {
+        let p = ctx.as_ptr();
+        (
+            (*p).duration,
+            (*p).bit_rate,
+            (*p).duration_estimation_method == ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE,
+        )
+    };
+    let duration = if container_duration > 0 {
+        Some(Duration::from_micros(container_duration as u64))
+    } else if stream.duration() > 0 {
+        let tb = stream.time_base();
+        Some(Duration::from_secs_f64(
+            stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()),
+        ))
+    } else {
+        None
+    };
+
+    let audio_index = input.best_audio_stream();
+    let pixel_format = pix_fmt_name(fmt);
+    let full_range = range == ffi::AVColorRange::AVCOL_RANGE_JPEG || pixel_format.starts_with("yuvj");
+    let color_transfer = color_trc_name(trc);
+    let hdr = matches!(
+        trc,
+        ffi::AVColorTransferCharacteristic::AVCOL_TRC_SMPTE2084
+            | ffi::AVColorTransferCharacteristic::AVCOL_TRC_ARIB_STD_B67
+    );
+    let info = MediaInfo {
+        container: input.ctx.format().name().to_owned(),
+        size_bytes: input.size,
+        duration,
+        video_codec: codec_id.name().to_owned(),
+        coded_width: w,
+        coded_height: h,
+        display_width: dw,
+        display_height: dh,
+        sample_aspect_ratio: sar,
+        rotation,
+        frame_rate,
+        pixel_format,
+        full_range,
+        color_transfer,
+        hdr,
+        has_audio: audio_index.is_some(),
+        bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
+    };
+    Ok(VideoFacts {
+        info,
+        video_index,
+        audio_index,
+        time_base: stream.time_base(),
+        transform,
+        duration_is_exact: duration.is_some() && !estimated,
+    })
+}
+
+/// The stream's sample aspect ratio, or the codec's when the container has
+/// none. Absurd ratios (beyond 1:8 or 8:1) are treated as square.
+fn stream_sar(stream: &ffmpeg_next::format::stream::Stream<'_>, codec_sar: Rational) -> Rational {
+    // SAFETY: reading a plain field of a stream of the open input.
+    let container = Rational::from(unsafe { (*stream.as_ptr()).sample_aspect_ratio });
+    let pick = if container.numerator() > 0 && container.denominator() > 0 {
+        container
+    } else {
+        codec_sar
+    };
+    let value = f64::from(pick.numerator()) / f64::from(pick.denominator().max(1));
+    if pick.numerator() > 0 && pick.denominator() > 0 && (0.125..=8.0).contains(&value) {
+        pick
+    } else {
+        Rational::new(1, 1)
+    }
+}
+
+/// The stream's display matrix side data, if present and well formed.
+fn display_matrix(stream: &ffmpeg_next::format::stream::Stream<'_>) -> Option<[i32; 9]> {
+    stream
+        .side_data()
+        .find(|sd| sd.kind() == codec::packet::side_data::Type::DisplayMatrix)
+        .and_then(|sd| {
+            let data = sd.data();
+            (data.len() >= 36).then(|| {
+                let mut m = [0i32; 9];
+                for (i, v) in m.iter_mut().enumerate() {
+                    let b = &data[i * 4..i * 4 + 4];
+                    *v = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                m
+            })
+        })
+}
+
+pub(crate) fn pix_fmt_name(fmt: i32) -> String {
+    // SAFETY: FFmpeg returns null or a static NUL-terminated string for any
+    // value; the cast only reinterprets the integer as the enum FFmpeg uses.
+    unsafe {
+        let name = ffi::av_get_pix_fmt_name(std::mem::transmute::<i32, ffi::AVPixelFormat>(fmt));
+        if name.is_null() {
+            "unknown".to_owned()
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
+fn color_trc_name(trc: ffi::AVColorTransferCharacteristic) -> String {
+    // SAFETY: FFmpeg returns null or a static NUL-terminated string.
+    unsafe {
+        let name = ffi::av_color_transfer_name(trc);
+        if name.is_null() {
+            "unknown".to_owned()
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix_for(clockwise: f64) -> [i32; 9] {
+        let mut m = [0i32; 9];
+        // `av_display_rotation_set` takes a clockwise angle, while
+        // `av_display_rotation_get` reports counter-clockwise (what ffprobe
+        // prints as "rotation of -90.00 degrees" for a portrait phone clip).
+        // SAFETY: writes nine i32 values.
+        unsafe { ffi::av_display_rotation_set(m.as_mut_ptr(), clockwise) };
+        m
+    }
+
+    #[test]
+    fn phone_rotations_map_to_transpose_filters() {
+        crate::fflog::init();
+        assert_eq!(
+            Transform::from_display_matrix(&matrix_for(90.0)),
+            (90, Transform::Clock)
+        );
+        assert_eq!(
+            Transform::from_display_matrix(&matrix_for(270.0)),
+            (270, Transform::CounterClock)
+        );
+        assert_eq!(
+            Transform::from_display_matrix(&matrix_for(180.0)),
+            (180, Transform::HalfTurn)
+        );
+        assert_eq!(
+            Transform::from_display_matrix(&matrix_for(0.0)),
+            (0, Transform::Identity)
+        );
+        // An odd angle snaps to the nearest quarter turn.
+        assert_eq!(Transform::from_display_matrix(&matrix_for(85.0)).0, 90);
+        assert!(Transform::Clock.swaps_axes() && !Transform::HalfTurn.swaps_axes());
+    }
+}

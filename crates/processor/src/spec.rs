@@ -1,0 +1,372 @@
+//! What a rendition looks like ([`RenditionSpec`]) and how much an input may
+//! cost ([`Limits`]). Defaults are the product's: 30 s, 1280x720 letterboxed,
+//! the league logo in the bottom-right corner, no audio, H.264 CRF 23.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The longest an intro or outro card may last.
+pub const MAX_CARD: Duration = Duration::from_millis(2500);
+/// The longest the intro and outro may last together.
+pub const MAX_CARDS_TOTAL: Duration = Duration::from_secs(5);
+
+/// How the picture is fitted into the output frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fit {
+    /// Scale the whole picture inside the frame and fill the rest with black
+    /// bars (letterbox or pillarbox). Nothing is cropped.
+    #[default]
+    Pad,
+    /// Scale the picture to cover the frame and crop what overflows.
+    Fill,
+}
+
+/// A corner of the frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Corner {
+    /// Top left.
+    TopLeft,
+    /// Top right.
+    TopRight,
+    /// Bottom left.
+    BottomLeft,
+    /// Bottom right.
+    #[default]
+    BottomRight,
+}
+
+/// A still image used as watermark or card.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Image {
+    /// The league logo built into the library (a 512x512 PNG with alpha).
+    #[default]
+    Logo,
+    /// A PNG file of the operator's.
+    Png(PathBuf),
+}
+
+/// The watermark drawn over the main video (not over cards).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Watermark {
+    /// The picture; its alpha channel is respected.
+    pub image: Image,
+    /// Where it sits.
+    pub corner: Corner,
+    /// Distance from both edges of its corner, in output pixels.
+    pub margin: u32,
+    /// Its width as a fraction of the output width (the height follows the
+    /// image's aspect ratio).
+    pub width_fraction: f32,
+    /// 0.0 (invisible) to 1.0 (as opaque as the image itself).
+    pub opacity: f32,
+}
+
+impl Default for Watermark {
+    fn default() -> Self {
+        Watermark {
+            image: Image::Logo,
+            corner: Corner::BottomRight,
+            margin: 24,
+            width_fraction: 0.10,
+            opacity: 0.85,
+        }
+    }
+}
+
+/// What an intro or outro card shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CardContent {
+    /// The image centred on black. [`Image::Logo`] gives the league card.
+    Image(Image),
+    /// A short clip, fitted like the main video and cut to the card's
+    /// duration. Its audio is not used.
+    Clip(PathBuf),
+}
+
+/// An intro or outro card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    /// What it shows.
+    pub content: CardContent,
+    /// How long it lasts; at most [`MAX_CARD`]. A clip shorter than this
+    /// lasts as long as the clip.
+    pub duration: Duration,
+}
+
+impl Card {
+    /// The league logo on black for the longest allowed time.
+    pub fn logo() -> Self {
+        Card {
+            content: CardContent::Image(Image::Logo),
+            duration: MAX_CARD,
+        }
+    }
+}
+
+/// Resource limits that protect a worker from hostile or absurd uploads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Largest input file accepted, in bytes.
+    pub max_input_bytes: u64,
+    /// Largest picture accepted, in pixels per frame (width x height).
+    pub max_pixels: u64,
+    /// Most streams a container may declare.
+    pub max_streams: u32,
+    /// Wall-clock budget for one `probe` or `process` call; `None` for none.
+    pub timeout: Option<Duration>,
+    /// How many bytes FFmpeg may read to identify the streams.
+    pub probe_bytes: u64,
+    /// How much media time FFmpeg may read to identify the streams.
+    pub probe_duration: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A 10-minute 4K phone clip is about 4 GB; anything larger is
+            // not a showcase upload.
+            max_input_bytes: 4 << 30,
+            // 8K (7680x4320 = 33.2 Mpx) with a little room; 16K is refused.
+            max_pixels: 40_000_000,
+            // Phones write 2 to 6 (video, audio, metadata, timecode).
+            max_streams: 32,
+            timeout: Some(Duration::from_secs(600)),
+            probe_bytes: 16 << 20,
+            probe_duration: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything that decides how a rendition looks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenditionSpec {
+    /// The main video is cut to at most this long, counted from its first
+    /// frame. Cards come on top.
+    pub max_duration: Duration,
+    /// Output width in pixels (even).
+    pub width: u32,
+    /// Output height in pixels (even).
+    pub height: u32,
+    /// Letterbox (default) or crop to fill.
+    pub fit: Fit,
+    /// The watermark; `None` for none.
+    pub watermark: Option<Watermark>,
+    /// A card before the video.
+    pub intro: Option<Card>,
+    /// A card after the video.
+    pub outro: Option<Card>,
+    /// Keep the audio (re-encoded as AAC stereo 128 kb/s). Off by default.
+    pub keep_audio: bool,
+    /// The libx264 preset (`ultrafast` … `veryslow`).
+    pub preset: String,
+    /// The libx264 constant rate factor, 0 (lossless) to 51.
+    pub crf: u8,
+    /// The output frame rate is the source's, reduced below this cap by an
+    /// integer factor (59.94 becomes 29.97, 120 becomes 30).
+    pub max_fps: u32,
+    /// The longest interval between two keyframes.
+    pub keyframe_interval: Duration,
+    /// Threads for decoding and encoding each; 0 lets FFmpeg choose.
+    pub threads: u32,
+    /// Resource limits for the input.
+    pub limits: Limits,
+}
+
+impl Default for RenditionSpec {
+    fn default() -> Self {
+        RenditionSpec {
+            max_duration: Duration::from_secs(30),
+            width: 1280,
+            height: 720,
+            fit: Fit::Pad,
+            watermark: Some(Watermark::default()),
+            intro: None,
+            outro: None,
+            keep_audio: false,
+            preset: "medium".to_owned(),
+            crf: 23,
+            max_fps: 30,
+            keyframe_interval: Duration::from_secs(2),
+            threads: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The x264 presets, fastest first.
+pub const PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
+impl RenditionSpec {
+    /// Checks every field and returns the first problem found, in words an
+    /// operator understands. Asset files (watermark, cards) are checked when
+    /// they are loaded.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidSpec(msg));
+        if !(16..=7680).contains(&self.width) || !(16..=4320).contains(&self.height) {
+            return bad(format!(
+                "output size {}x{} is outside 16x16 to 7680x4320",
+                self.width, self.height
+            ));
+        }
+        if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
+            return bad(format!(
+                "output size {}x{} must be even for 4:2:0 video",
+                self.width, self.height
+            ));
+        }
+        if self.max_duration.is_zero() || self.max_duration > Duration::from_secs(6 * 3600) {
+            return bad(format!(
+                "max duration {:?} must be above zero and at most 6 hours",
+                self.max_duration
+            ));
+        }
+        if !PRESETS.contains(&self.preset.as_str()) {
+            return bad(format!(
+                "unknown x264 preset {:?} (one of {})",
+                self.preset,
+                PRESETS.join(", ")
+            ));
+        }
+        if self.crf > 51 {
+            return bad(format!("crf {} is outside 0 to 51", self.crf));
+        }
+        if !(1..=120).contains(&self.max_fps) {
+            return bad(format!("max fps {} is outside 1 to 120", self.max_fps));
+        }
+        if self.keyframe_interval < Duration::from_millis(100) || self.keyframe_interval > Duration::from_secs(20) {
+            return bad(format!(
+                "keyframe interval {:?} is outside 0.1 to 20 s",
+                self.keyframe_interval
+            ));
+        }
+        if self.threads > 64 {
+            return bad(format!("{} threads is more than 64", self.threads));
+        }
+        if let Some(w) = &self.watermark {
+            if !(w.width_fraction > 0.0 && w.width_fraction <= 1.0) {
+                return bad(format!(
+                    "watermark width {} must be a fraction of the frame in (0, 1]",
+                    w.width_fraction
+                ));
+            }
+            if !(0.0..=1.0).contains(&w.opacity) {
+                return bad(format!("watermark opacity {} is outside 0 to 1", w.opacity));
+            }
+            if w.margin >= self.width.min(self.height) / 2 {
+                return bad(format!(
+                    "watermark margin {} px leaves no room in a {}x{} frame",
+                    w.margin, self.width, self.height
+                ));
+            }
+        }
+        let mut total = Duration::ZERO;
+        for (name, card) in [("intro", &self.intro), ("outro", &self.outro)] {
+            if let Some(card) = card {
+                if card.duration.is_zero() || card.duration > MAX_CARD {
+                    return bad(format!(
+                        "{name} lasts {:.2} s; a card lasts more than 0 and at most {:.1} s",
+                        card.duration.as_secs_f64(),
+                        MAX_CARD.as_secs_f64()
+                    ));
+                }
+                total += card.duration;
+            }
+        }
+        if total > MAX_CARDS_TOTAL {
+            return bad(format!(
+                "intro and outro last {:.2} s together; at most {:.1} s",
+                total.as_secs_f64(),
+                MAX_CARDS_TOTAL.as_secs_f64()
+            ));
+        }
+        let l = &self.limits;
+        if l.max_input_bytes == 0 || l.max_pixels == 0 || l.max_streams == 0 {
+            return bad("limits must be above zero".to_owned());
+        }
+        if l.probe_bytes < 32 << 10 {
+            return bad(format!(
+                "probe size {} bytes is too small to identify a file (at least 32 KiB)",
+                l.probe_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The longest output this spec can produce: the main video at its cap
+    /// plus both cards.
+    pub fn max_output_duration(&self) -> Duration {
+        let cards = [&self.intro, &self.outro]
+            .into_iter()
+            .flatten()
+            .map(|c| c.duration)
+            .sum::<Duration>();
+        self.max_duration + cards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_product() {
+        let spec = RenditionSpec::default();
+        spec.validate().expect("defaults validate");
+        assert_eq!((spec.width, spec.height), (1280, 720));
+        assert_eq!(spec.max_duration, Duration::from_secs(30));
+        assert!(!spec.keep_audio);
+        assert!(spec.intro.is_none() && spec.outro.is_none());
+        assert_eq!((spec.preset.as_str(), spec.crf), ("medium", 23));
+    }
+
+    #[test]
+    fn cards_over_budget_are_refused_with_the_reason() {
+        let long = Card {
+            content: CardContent::Image(Image::Logo),
+            duration: Duration::from_secs(3),
+        };
+        let spec = RenditionSpec {
+            intro: Some(long),
+            ..RenditionSpec::default()
+        };
+        let err = spec.validate().expect_err("3 s intro is refused");
+        assert!(err.to_string().contains("intro lasts 3.00 s"), "{err}");
+
+        let spec = RenditionSpec {
+            intro: Some(Card::logo()),
+            outro: Some(Card::logo()),
+            ..RenditionSpec::default()
+        };
+        spec.validate().expect("2 x 2.5 s is allowed");
+        assert_eq!(spec.max_output_duration(), Duration::from_secs(35));
+    }
+
+    #[test]
+    fn odd_sizes_and_unknown_presets_are_refused() {
+        let odd = RenditionSpec {
+            width: 1279,
+            ..RenditionSpec::default()
+        };
+        assert!(odd.validate().is_err());
+        let preset = RenditionSpec {
+            preset: "warp".into(),
+            ..RenditionSpec::default()
+        };
+        let err = preset.validate().expect_err("unknown preset");
+        assert!(err.to_string().contains("unknown x264 preset \"warp\""), "{err}");
+        assert!(err.is_permanent());
+    }
+}
