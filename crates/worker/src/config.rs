@@ -1,0 +1,283 @@
+//! Configuration in two steps: raw values from flags and the environment
+//! (the clap `*Args` structs), then validated, typed settings the rest of the
+//! code takes ([`processor::RenditionSpec`], [`WorkerSettings`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use processor::{Card, CardContent, Corner, Fit, Image, Limits, RenditionSpec, Watermark};
+
+/// A configuration value that cannot be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl From<processor::Error> for ConfigError {
+    fn from(e: processor::Error) -> Self {
+        ConfigError(e.to_string())
+    }
+}
+
+/// How the picture is fitted into the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FitArg {
+    /// Black bars, nothing cropped.
+    Pad,
+    /// Fill the frame, cropping what overflows.
+    Fill,
+}
+
+/// A corner of the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CornerArg {
+    /// Top left.
+    TopLeft,
+    /// Top right.
+    TopRight,
+    /// Bottom left.
+    BottomLeft,
+    /// Bottom right.
+    BottomRight,
+}
+
+/// Every rendition option, shared by `vidworker process` and `vidworker run`.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Rendition")]
+pub struct RenditionArgs {
+    /// Longest main video in seconds (cards come on top).
+    #[arg(long, env = "RENDITION_MAX_DURATION", default_value_t = 30.0, value_name = "SECONDS")]
+    pub max_duration: f64,
+    /// Output width in pixels (even).
+    #[arg(long, env = "RENDITION_WIDTH", default_value_t = 1280)]
+    pub width: u32,
+    /// Output height in pixels (even).
+    #[arg(long, env = "RENDITION_HEIGHT", default_value_t = 720)]
+    pub height: u32,
+    /// `pad`: black bars, nothing cropped; `fill`: crop to fill the frame.
+    #[arg(long, env = "RENDITION_FIT", value_enum, default_value_t = FitArg::Pad)]
+    pub fit: FitArg,
+    /// A PNG to use as watermark instead of the built-in league logo.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK",
+        value_name = "PNG",
+        conflicts_with = "no_watermark"
+    )]
+    pub watermark: Option<PathBuf>,
+    /// No watermark at all.
+    #[arg(long, env = "RENDITION_NO_WATERMARK")]
+    pub no_watermark: bool,
+    /// Corner of the watermark.
+    #[arg(long, env = "RENDITION_WATERMARK_CORNER", value_enum, default_value_t = CornerArg::BottomRight)]
+    pub watermark_corner: CornerArg,
+    /// Distance of the watermark from the frame's edges, in output pixels.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK_MARGIN",
+        default_value_t = 24,
+        value_name = "PIXELS"
+    )]
+    pub watermark_margin: u32,
+    /// Width of the watermark as a fraction of the frame width.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK_WIDTH",
+        default_value_t = 0.10,
+        value_name = "FRACTION"
+    )]
+    pub watermark_width: f32,
+    /// Opacity of the watermark, 0 to 1.
+    #[arg(long, env = "RENDITION_WATERMARK_OPACITY", default_value_t = 0.85)]
+    pub watermark_opacity: f32,
+    /// Intro card: `logo` (the league logo on black), a `.png` file, or a
+    /// short video clip.
+    #[arg(long, env = "RENDITION_INTRO", value_name = "logo|PNG|CLIP")]
+    pub intro: Option<String>,
+    /// Outro card: `logo`, a `.png` file, or a short video clip.
+    #[arg(long, env = "RENDITION_OUTRO", value_name = "logo|PNG|CLIP")]
+    pub outro: Option<String>,
+    /// Intro length in seconds (at most 2.5; intro + outro at most 5).
+    #[arg(
+        long,
+        env = "RENDITION_INTRO_DURATION",
+        default_value_t = 2.5,
+        value_name = "SECONDS"
+    )]
+    pub intro_duration: f64,
+    /// Outro length in seconds (at most 2.5; intro + outro at most 5).
+    #[arg(
+        long,
+        env = "RENDITION_OUTRO_DURATION",
+        default_value_t = 2.5,
+        value_name = "SECONDS"
+    )]
+    pub outro_duration: f64,
+    /// Keep the audio, re-encoded as AAC stereo 128 kb/s.
+    #[arg(long, env = "RENDITION_KEEP_AUDIO")]
+    pub keep_audio: bool,
+    /// libx264 preset, `ultrafast` to `veryslow`.
+    #[arg(long, env = "RENDITION_PRESET", default_value = "medium")]
+    pub preset: String,
+    /// libx264 constant rate factor, 0 to 51 (lower is better and larger).
+    #[arg(long, env = "RENDITION_CRF", default_value_t = 23)]
+    pub crf: u8,
+    /// Highest output frame rate; faster sources are reduced by an integer
+    /// factor (59.94 → 29.97).
+    #[arg(long, env = "RENDITION_MAX_FPS", default_value_t = 30)]
+    pub max_fps: u32,
+    /// Longest interval between keyframes, in seconds.
+    #[arg(
+        long,
+        env = "RENDITION_KEYFRAME_INTERVAL",
+        default_value_t = 2.0,
+        value_name = "SECONDS"
+    )]
+    pub keyframe_interval: f64,
+    /// Threads for decoding and for encoding each; 0 lets FFmpeg choose.
+    #[arg(long, env = "RENDITION_THREADS", default_value_t = 0)]
+    pub threads: u32,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Resource limits for untrusted inputs.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Input limits")]
+pub struct LimitArgs {
+    /// Largest input accepted, in bytes.
+    #[arg(long, env = "INPUT_MAX_BYTES", default_value_t = Limits::default().max_input_bytes, value_name = "BYTES")]
+    pub max_input_bytes: u64,
+    /// Largest picture accepted, in pixels per frame.
+    #[arg(long, env = "INPUT_MAX_PIXELS", default_value_t = Limits::default().max_pixels, value_name = "PIXELS")]
+    pub max_pixels: u64,
+    /// Most streams an input may have.
+    #[arg(long, env = "INPUT_MAX_STREAMS", default_value_t = Limits::default().max_streams)]
+    pub max_streams: u32,
+    /// Wall-clock limit for one transcode, in seconds; 0 for none.
+    #[arg(long, env = "JOB_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
+    pub job_timeout: u64,
+    /// How many bytes FFmpeg may read to identify an input's streams.
+    #[arg(long, env = "INPUT_PROBE_BYTES", default_value_t = Limits::default().probe_bytes, value_name = "BYTES")]
+    pub probe_bytes: u64,
+}
+
+impl LimitArgs {
+    /// The validated limits.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_input_bytes: self.max_input_bytes,
+            max_pixels: self.max_pixels,
+            max_streams: self.max_streams,
+            timeout: (self.job_timeout > 0).then(|| Duration::from_secs(self.job_timeout)),
+            probe_bytes: self.probe_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{name} {v} is not a number of seconds")))
+}
+
+fn card(name: &str, arg: &Option<String>, secs: f64) -> Result<Option<Card>, ConfigError> {
+    let Some(arg) = arg else { return Ok(None) };
+    let content = if arg == "logo" {
+        CardContent::Image(Image::Logo)
+    } else {
+        let path = PathBuf::from(arg);
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "{name} {arg:?} is neither `logo` nor a readable file"
+            )));
+        }
+        // A PNG is a still card; anything else is treated as a clip.
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            CardContent::Image(Image::Png(path))
+        } else {
+            CardContent::Clip(path)
+        }
+    };
+    Ok(Some(Card {
+        content,
+        duration: seconds(&format!("{name} duration"), secs)?,
+    }))
+}
+
+impl RenditionArgs {
+    /// The validated rendition spec.
+    pub fn to_spec(&self) -> Result<RenditionSpec, ConfigError> {
+        let watermark = if self.no_watermark {
+            None
+        } else {
+            Some(Watermark {
+                image: self.watermark.clone().map_or(Image::Logo, Image::Png),
+                corner: match self.watermark_corner {
+                    CornerArg::TopLeft => Corner::TopLeft,
+                    CornerArg::TopRight => Corner::TopRight,
+                    CornerArg::BottomLeft => Corner::BottomLeft,
+                    CornerArg::BottomRight => Corner::BottomRight,
+                },
+                margin: self.watermark_margin,
+                width_fraction: self.watermark_width,
+                opacity: self.watermark_opacity,
+            })
+        };
+        if let Some(Watermark {
+            image: Image::Png(p), ..
+        }) = &watermark
+            && !p.is_file()
+        {
+            return Err(ConfigError(format!("watermark {} is not a readable file", p.display())));
+        }
+        let spec = RenditionSpec {
+            max_duration: seconds("max duration", self.max_duration)?,
+            width: self.width,
+            height: self.height,
+            fit: match self.fit {
+                FitArg::Pad => Fit::Pad,
+                FitArg::Fill => Fit::Fill,
+            },
+            watermark,
+            intro: card("intro", &self.intro, self.intro_duration)?,
+            outro: card("outro", &self.outro, self.outro_duration)?,
+            keep_audio: self.keep_audio,
+            preset: self.preset.clone(),
+            crf: self.crf,
+            max_fps: self.max_fps,
+            keyframe_interval: seconds("keyframe interval", self.keyframe_interval)?,
+            threads: self.threads,
+            limits: self.limits.to_limits(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        r: RenditionArgs,
+    }
+
+    #[test]
+    fn defaults_give_the_product_spec() {
+        let t = T::try_parse_from(["t"]).expect("parses");
+        let spec = t.r.to_spec().expect("valid");
+        assert_eq!(spec, RenditionSpec::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let t = T::try_parse_from(["t", "--intro", "logo", "--intro-duration", "4"]).expect("parses");
+        let err = t.r.to_spec().expect_err("too long");
+        assert!(err.to_string().contains("intro lasts 4.00 s"), "{err}");
+        let t = T::try_parse_from(["t", "--outro", "/nonexistent.png"]).expect("parses");
+        let err = t.r.to_spec().expect_err("missing file");
+        assert!(err.to_string().contains("outro \"/nonexistent.png\""), "{err}");
+    }
+}

@@ -1,0 +1,191 @@
+//! The commands that work on local files: `vidworker process` and
+//! `vidworker probe`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use processor::{CancelFlag, MediaInfo, Progress, RenditionSpec, Report};
+
+/// Where `vidworker process INPUT` writes by default:
+/// `processed/<input stem>.mp4` under the current directory.
+pub fn default_output(input: &Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("processed").join(format!("{stem}.mp4"))
+}
+
+/// Runs one transcode with a progress bar on a terminal, or a plain line
+/// every 10 % otherwise. `cancel` stops it cleanly (Ctrl-C).
+pub fn process(
+    input: &Path,
+    output: &Path,
+    spec: &RenditionSpec,
+    cancel: &CancelFlag,
+) -> Result<Report, processor::Error> {
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| processor::Error::OutputIo {
+            path: output.to_owned(),
+            source,
+        })?;
+    }
+    let interactive = std::io::stderr().is_terminal();
+    let bar = if interactive {
+        let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {percent:>3}% {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(input.display().to_string());
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut last_decile = 0;
+    let name = input.display().to_string();
+    let result = processor::process(
+        input,
+        output,
+        spec,
+        |p: Progress| {
+            let fraction = p.fraction();
+            if interactive {
+                bar.set_position((fraction * 1000.0) as u64);
+                bar.set_message(format!("{} frames, {:.1} s", p.frames, p.position.as_secs_f64()));
+            } else {
+                let decile = (fraction * 10.0).floor() as u32;
+                if decile > last_decile {
+                    last_decile = decile;
+                    eprintln!(
+                        "{name}: {}% ({} frames, {:.1} s)",
+                        decile * 10,
+                        p.frames,
+                        p.position.as_secs_f64()
+                    );
+                }
+            }
+        },
+        cancel,
+    );
+    bar.finish_and_clear();
+    result
+}
+
+/// The one-line summary printed after a successful `process`.
+pub fn summary(report: &Report) -> String {
+    format!(
+        "{}: {:.2} s, {}x{} @ {} fps, {}{}, {:.1}x real time ({:.1} s)",
+        report.output.display(),
+        report.duration.as_secs_f64(),
+        report.width,
+        report.height,
+        report.frame_rate,
+        human_bytes(report.bytes),
+        if report.has_audio { ", with audio" } else { "" },
+        report.speed,
+        report.elapsed.as_secs_f64(),
+    )
+}
+
+/// `probe` output for a person.
+pub fn describe(path: &Path, info: &MediaInfo) -> String {
+    let mut out = String::new();
+    let duration = info
+        .duration
+        .map_or_else(|| "unknown".to_owned(), |d| format!("{:.3} s", d.as_secs_f64()));
+    let rate = info
+        .frame_rate
+        .map_or_else(|| "unknown".to_owned(), |r| format!("{r} ({:.3})", r.as_f64()));
+    let rows = [
+        ("file", path.display().to_string()),
+        ("container", info.container.clone()),
+        ("size", human_bytes(info.size_bytes)),
+        ("duration", duration),
+        ("video codec", info.video_codec.clone()),
+        ("coded size", format!("{}x{}", info.coded_width, info.coded_height)),
+        (
+            "display size",
+            format!("{}x{}", info.display_width, info.display_height),
+        ),
+        (
+            "sample aspect",
+            format!("{}:{}", info.sample_aspect_ratio.num, info.sample_aspect_ratio.den),
+        ),
+        ("rotation", format!("{}°", info.rotation)),
+        ("frame rate", rate),
+        (
+            "pixel format",
+            format!(
+                "{}{}{}",
+                info.pixel_format,
+                if info.full_range { ", full range" } else { "" },
+                if info.hdr { ", HDR" } else { "" }
+            ),
+        ),
+        ("transfer", info.color_transfer.clone()),
+        ("audio", if info.has_audio { "yes" } else { "no" }.to_owned()),
+        (
+            "bit rate",
+            info.bit_rate
+                .map_or_else(|| "unknown".to_owned(), |b| format!("{:.0} kb/s", b as f64 / 1000.0)),
+        ),
+    ];
+    for (k, v) in rows {
+        out.push_str(&format!("{k:>14}: {v}\n"));
+    }
+    out
+}
+
+/// `probe --json` output.
+pub fn describe_json(info: &MediaInfo) -> String {
+    serde_json::to_string_pretty(info).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Bytes for a person: `4.2 MB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Writes to stdout, ignoring a closed pipe (`vidworker probe x | head`).
+pub fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+/// A duration for a person: `1.5 s`.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_output_goes_to_processed_with_the_stem() {
+        assert_eq!(
+            default_output(Path::new("/tmp/clips/dunk.MOV")),
+            PathBuf::from("processed/dunk.mp4")
+        );
+    }
+
+    #[test]
+    fn bytes_read_like_a_file_manager() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(4_200_000), "4.2 MB");
+    }
+}
