@@ -258,7 +258,7 @@ impl Plan {
         // Cards.
         for (name, card) in [("intro", &self.intro), ("outro", &self.outro)] {
             let Some(card) = card else { continue };
-            let duration = match card {
+            match card {
                 CardPlan::Image { w: iw, h: ih, duration } => {
                     let d = duration.as_secs_f64();
                     let _ = write!(
@@ -269,7 +269,6 @@ impl Plan {
                          setsar=1,format=yuv420p[{name}];",
                         src = pad::card(name, false)
                     );
-                    duration
                 }
                 CardPlan::Clip { fitting, duration } => {
                     let _ = write!(
@@ -279,14 +278,14 @@ impl Plan {
                         chain = fitting.chain(rate, w, h),
                         d = duration.as_secs_f64()
                     );
-                    duration
                 }
-            };
+            }
             if audio {
+                // One silent sample: concat pads a segment's audio with
+                // silence to the length of its video, whatever that is.
                 let _ = write!(
                     g,
-                    "anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end={:.6},aformat=sample_fmts=fltp[{name}_a];",
-                    duration.as_secs_f64()
+                    "anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample=1,aformat=sample_fmts=fltp[{name}_a];"
                 );
             }
         }

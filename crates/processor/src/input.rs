@@ -23,7 +23,8 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::{Input, StreamIo};
@@ -98,6 +99,8 @@ pub(crate) struct OpenedInput {
     pub path: PathBuf,
     /// Size of the file in bytes.
     pub size: u64,
+    /// Bytes FFmpeg has read so far.
+    bytes_read: Arc<AtomicU64>,
 }
 
 /// The shared state behind `io_open`: what was asked for and refused.
@@ -138,6 +141,11 @@ impl OpenedInput {
     /// The index of the best audio stream, if any.
     pub fn best_audio_stream(&self) -> Option<usize> {
         self.ctx.streams().best(media::Type::Audio).map(|s| s.index())
+    }
+
+    /// How many bytes of the file FFmpeg has read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
     }
 
     /// A refusal if the demuxer tried to open anything else.
@@ -203,11 +211,13 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     check_demuxer(path, &name)?;
     budget.check_for(path)?;
 
+    let bytes_read = Arc::new(AtomicU64::new(0));
     let reader = GuardedFile {
         file,
         budget: budget.clone(),
+        bytes_read: Arc::clone(&bytes_read),
     };
-    let mut io = StreamIo::from_read_seek_with_capacity(reader, 64 << 10).map_err(|e| Error::Internal {
+    let mut io = StreamIo::from_read_seek_with_capacity(reader, 32 << 10).map_err(|e| Error::Internal {
         path: path.to_owned(),
         stage: "allocating the input reader",
         source: e,
@@ -282,6 +292,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         denied,
         path: path.to_owned(),
         size,
+        bytes_read,
     };
     opened.check_denied()?;
     budget.check_for(path)?;
@@ -449,6 +460,7 @@ fn check_demuxer(path: &Path, name: &str) -> Result<()> {
 struct GuardedFile {
     file: File,
     budget: Budget,
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl GuardedFile {
@@ -462,7 +474,9 @@ impl GuardedFile {
 impl Read for GuardedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
-        self.file.read(buf)
+        let n = self.file.read(buf)?;
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

@@ -187,6 +187,8 @@ pub(crate) struct VideoFacts {
     /// When the container's duration can be trusted to detect truncation
     /// (not an estimate from the bit rate).
     pub duration_is_exact: bool,
+    /// The video stream's own declared duration, if any.
+    pub video_duration: Option<Duration>,
 }
 
 /// Reads what `path` contains, under the default [`Limits`].
@@ -351,6 +353,10 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
         time_base: stream.time_base(),
         transform,
         duration_is_exact: duration.is_some() && !estimated,
+        video_duration: (stream.duration() > 0 && !estimated).then(|| {
+            let tb = stream.time_base();
+            Duration::from_secs_f64(stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
+        }),
     })
 }
 

@@ -45,6 +45,9 @@ pub struct Report {
     /// Input packets the decoder rejected as damaged (the job still
     /// succeeded with the rest).
     pub decode_errors: u64,
+    /// Bytes of the input actually read: reading stops at the cap, so most
+    /// of a long upload is never read.
+    pub input_bytes_read: u64,
 }
 
 /// Turns `input` into a rendition at `output` as `spec` describes.
@@ -108,6 +111,7 @@ pub fn process(
     let decode_errors = run.execute(&mut main)?;
     let frames = sink.frames;
     let has_audio = sink.audio.is_some();
+    sink.pad_audio(rate)?;
     sink.finish()?;
     drop(sink);
 
@@ -128,6 +132,7 @@ pub fn process(
         elapsed,
         speed: duration.as_secs_f64() / elapsed.as_secs_f64().max(1e-6),
         decode_errors,
+        input_bytes_read: main.input.bytes_read(),
     })
 }
 
@@ -290,7 +295,13 @@ fn plan(spec: &RenditionSpec, facts: &VideoFacts, assets: &Assets, rate: Fractio
             },
         })
     };
-    let audio_end = (spec.keep_audio && facts.audio_index.is_some()).then_some(spec.max_duration);
+    // The audio stops where the video does, so cards after it stay in sync:
+    // at the cap, or at the video stream's declared end when that is sooner.
+    let audio_end = (spec.keep_audio && facts.audio_index.is_some()).then(|| {
+        facts
+            .video_duration
+            .map_or(spec.max_duration, |d| d.min(spec.max_duration))
+    });
     Ok(Plan {
         out_w: w,
         out_h: h,
@@ -350,14 +361,80 @@ fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Err
     }
 }
 
-/// What happened to one decoded frame of the main video.
+/// What happened to one decoded frame.
 enum Admit {
     /// Use it; its timestamp now counts from the first frame.
     Use,
     /// Drop it (out of order or before the first frame).
     Skip,
-    /// It lies past the cap: the video is done.
+    /// It lies past the limit: the stream is done.
     PastEnd,
+}
+
+/// The timestamps of one video stream: rebased so the first decoded frame
+/// is at zero, strictly increasing (frames that go back in time are
+/// dropped), and cut at a limit. Shared by the main video and card clips.
+struct Timeline {
+    time_base: Rational,
+    /// The limit in the stream's time base.
+    limit: i64,
+    /// A frame's duration when the stream does not say.
+    default_duration: i64,
+    /// Timestamp of the first decoded frame: time zero of the output.
+    origin: Option<i64>,
+    last: Option<i64>,
+    last_duration: i64,
+    frames: u64,
+}
+
+impl Timeline {
+    fn new(time_base: Rational, limit: Duration, rate: Option<Fraction>) -> Self {
+        let to_ts = |secs: f64| {
+            (secs * f64::from(time_base.denominator()) / f64::from(time_base.numerator().max(1))).round() as i64
+        };
+        Timeline {
+            time_base,
+            limit: to_ts(limit.as_secs_f64()),
+            default_duration: to_ts(1.0 / rate.map_or(30.0, Fraction::as_f64)).max(1),
+            origin: None,
+            last: None,
+            last_duration: 0,
+            frames: 0,
+        }
+    }
+
+    /// Decides what to do with a decoded frame and rebases its timestamp.
+    fn admit(&mut self, frame: &mut frame::Video) -> Admit {
+        let ts = frame
+            .timestamp()
+            .or(frame.pts())
+            .unwrap_or_else(|| self.origin.unwrap_or(0) + self.last.map_or(0, |l| l + self.default_duration));
+        let origin = *self.origin.get_or_insert(ts);
+        let rel = ts - origin;
+        if rel < 0 || self.last.is_some_and(|last| rel <= last) {
+            return Admit::Skip;
+        }
+        if rel >= self.limit {
+            return Admit::PastEnd;
+        }
+        let d = frame.packet().duration;
+        self.last_duration = if d > 0 { d } else { self.default_duration };
+        self.last = Some(rel);
+        self.frames += 1;
+        frame.set_pts(Some(rel));
+        Admit::Use
+    }
+
+    /// Where the stream ends, in its time base: after its last frame, never
+    /// past the limit. Closing a source there tells the frame-rate filter
+    /// how long the last frame lasts.
+    fn end(&self) -> i64 {
+        self.last.map_or(0, |l| (l + self.last_duration).min(self.limit))
+    }
+
+    fn seconds(&self, ts: i64) -> f64 {
+        ts as f64 * f64::from(self.time_base.numerator()) / f64::from(self.time_base.denominator().max(1))
+    }
 }
 
 /// The main input: demuxer, decoders and the bookkeeping that cuts it at
@@ -368,16 +445,8 @@ struct MainSource {
     video: decoder::Video,
     audio: Option<AudioIn>,
     max_pixels: u64,
-    /// The cap in the video stream's time base.
-    limit_ts: i64,
-    /// Timestamp of the first decoded frame: time zero of the output.
-    origin: Option<i64>,
-    last_rel: Option<i64>,
-    last_duration: i64,
-    /// A frame's duration when the stream does not say.
-    default_duration: i64,
+    timeline: Timeline,
     video_done: bool,
-    frames_in: u64,
     decode_errors: u64,
 }
 
@@ -412,27 +481,26 @@ impl MainSource {
                 }
             }
         }
-        let tb = facts.time_base;
-        let secs_to_ts =
-            |secs: f64| (secs * f64::from(tb.denominator()) / f64::from(tb.numerator().max(1))).round() as i64;
-        let rate = facts.info.frame_rate.map_or(30.0, Fraction::as_f64);
+        tracing::debug!(
+            path = %path.display(),
+            bytes_read = input.bytes_read(),
+            size = input.size,
+            container = %facts.info.container,
+            codec = %facts.info.video_codec,
+            "opened input"
+        );
         let mut facts = facts;
         if audio.is_none() {
-            facts.audio_index = facts.audio_index.filter(|_| false);
+            facts.audio_index = None;
         }
         Ok(MainSource {
-            limit_ts: secs_to_ts(spec.max_duration.as_secs_f64()),
-            default_duration: secs_to_ts(1.0 / rate).max(1),
-            last_duration: 0,
+            timeline: Timeline::new(facts.time_base, spec.max_duration, facts.info.frame_rate),
             input,
             facts,
             video,
             audio,
             max_pixels: spec.limits.max_pixels,
-            origin: None,
-            last_rel: None,
             video_done: false,
-            frames_in: 0,
             decode_errors: 0,
         })
     }
@@ -455,36 +523,16 @@ impl MainSource {
                 ),
             });
         }
-        let ts = frame
-            .timestamp()
-            .or(frame.pts())
-            .unwrap_or_else(|| self.origin.unwrap_or(0) + self.last_rel.map_or(0, |l| l + self.default_duration));
-        let origin = *self.origin.get_or_insert(ts);
-        let rel = ts - origin;
-        if rel < 0 || self.last_rel.is_some_and(|last| rel <= last) {
-            return Ok(Admit::Skip);
-        }
-        if rel >= self.limit_ts {
+        let admit = self.timeline.admit(frame);
+        if matches!(admit, Admit::PastEnd) {
             self.video_done = true;
-            return Ok(Admit::PastEnd);
         }
-        let d = frame.packet().duration;
-        self.last_duration = if d > 0 { d } else { self.default_duration };
-        self.last_rel = Some(rel);
-        self.frames_in += 1;
-        frame.set_pts(Some(rel));
-        Ok(Admit::Use)
-    }
-
-    /// Where the main video ends, in its time base: after its last frame,
-    /// never past the cap.
-    fn end_ts(&self) -> i64 {
-        self.last_rel.map_or(0, |l| (l + self.last_duration).min(self.limit_ts))
+        Ok(admit)
     }
 
     /// Rebases an audio frame onto the video's time zero, in samples.
     fn rebase_audio(&self, frame: &mut frame::Audio) -> bool {
-        let (Some(audio), Some(origin)) = (&self.audio, self.origin) else {
+        let (Some(audio), Some(origin)) = (&self.audio, self.timeline.origin) else {
             return false;
         };
         let rate = frame.rate().max(1) as i32;
@@ -595,6 +643,8 @@ struct Muxer {
     video_tb: Rational,
     audio: Option<(encoder::Audio, usize, Rational)>,
     frames: u64,
+    /// Audio samples written.
+    samples: u64,
     /// The final output path, for error messages.
     output: PathBuf,
 }
@@ -694,6 +744,7 @@ impl Muxer {
             video_tb,
             audio,
             frames: 0,
+            samples: 0,
             output: output.to_owned(),
         })
     }
@@ -736,10 +787,15 @@ impl Muxer {
         }
     }
 
-    fn write_audio(&mut self, frame: &frame::Audio) -> Result<()> {
+    fn write_audio(&mut self, frame: &mut frame::Audio) -> Result<()> {
         let Some((enc, _, _)) = self.audio.as_mut() else {
             return Ok(());
         };
+        // The graph's audio is continuous (resampled with gap filling, cards
+        // padded with silence), so the n-th sample is at n, whatever time
+        // base the concat filter used.
+        frame.set_pts(Some(self.samples as i64));
+        self.samples += frame.samples() as u64;
         enc.send_frame(frame)
             .map_err(|e| write_error(&self.output, "encoding audio", e))?;
         self.drain_audio()
@@ -764,6 +820,31 @@ impl Muxer {
                 Err(e) => return Err(write_error(&self.output, "encoding audio", e)),
             }
         }
+    }
+
+    /// Pads the audio with silence up to the end of the video. The concat
+    /// filter pads every segment but the last, and a source's audio may
+    /// simply end early; players then show a frozen clock or drift.
+    fn pad_audio(&mut self, rate: Fraction) -> Result<()> {
+        if self.audio.is_none() {
+            return Ok(());
+        }
+        let target =
+            (self.frames as u128 * u128::from(graph::AUDIO_RATE) * u128::from(rate.den) / u128::from(rate.num)) as u64;
+        while self.samples < target {
+            let n = (target - self.samples).min(u64::from(graph::AAC_FRAME)) as usize;
+            let mut silence = frame::Audio::new(
+                format::Sample::F32(format::sample::Type::Planar),
+                n,
+                ffmpeg_next::ChannelLayout::STEREO,
+            );
+            silence.set_rate(graph::AUDIO_RATE);
+            for plane in 0..silence.planes() {
+                silence.data_mut(plane).fill(0);
+            }
+            self.write_audio(&mut silence)?;
+        }
+        Ok(())
     }
 
     /// Flushes the encoders and writes the index.
@@ -884,6 +965,11 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             }
         }
         main.input.check_denied()?;
+        tracing::debug!(
+            bytes_read = main.input.bytes_read(),
+            frames = main.timeline.frames,
+            "stopped reading"
+        );
 
         // Drain the decoders.
         if !main.video_done {
@@ -897,7 +983,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
         }
         self.receive_audio(main, &mut aframe)?;
 
-        if main.frames_in == 0 {
+        if main.timeline.frames == 0 {
             let why = match &read_error {
                 Some(e) => format!("no decodable video frame (read error: {e}){}", fflog::recent()),
                 None => format!("no decodable video frame{}", fflog::recent()),
@@ -911,7 +997,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
 
         let with_audio = main.audio.is_some() && self.plan.audio_end.is_some();
         let graph = self.graph_mut()?;
-        let end = main.end_ts();
+        let end = main.timeline.end();
         graph
             .close(pad::MAIN_V, Some(end))
             .map_err(|e| internal(&main.input.path, "ending the video", e))?;
@@ -1105,31 +1191,23 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             return Ok(());
         };
         let src = pad::card(name, true);
-        let tb = clip.facts.time_base;
-        let limit =
-            (duration.as_secs_f64() * f64::from(tb.denominator()) / f64::from(tb.numerator().max(1))).ceil() as i64;
-        let mut origin = None;
-        let mut last: Option<i64> = None;
+        let mut timeline = Timeline::new(clip.facts.time_base, duration, clip.facts.info.frame_rate);
         let mut next = clip.first.take();
         while let Some(mut f) = next {
-            let ts = f.timestamp().or(f.pts()).unwrap_or_else(|| last.map_or(0, |l| l + 1));
-            let zero = *origin.get_or_insert(ts);
-            let rel = ts - zero;
-            if rel >= limit {
-                break;
-            }
-            if last.is_none_or(|l| rel > l) {
-                f.set_pts(Some(rel));
-                last = Some(rel);
-                self.graph_mut()?
-                    .push(&src, &f)
-                    .map_err(|e| internal(&clip.input.path, "filtering a card clip", e))?;
-                self.drain()?;
+            match timeline.admit(&mut f) {
+                Admit::PastEnd => break,
+                Admit::Skip => {}
+                Admit::Use => {
+                    self.graph_mut()?
+                        .push(&src, &f)
+                        .map_err(|e| internal(&clip.input.path, "filtering a card clip", e))?;
+                    self.drain()?;
+                }
             }
             next = clip.next_frame(self.budget)?;
         }
         self.graph_mut()?
-            .close(&src, None)
+            .close(&src, Some(timeline.end()))
             .map_err(|e| internal(&clip.input.path, "ending a card clip", e))?;
         self.drain()
     }
@@ -1165,7 +1243,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             if self.plan.audio_end.is_some() && !self.done_a {
                 match graph.pull(pad::OUT_A, &mut af) {
                     Ok(true) => {
-                        self.sink.write_audio(&af)?;
+                        self.sink.write_audio(&mut af)?;
                         moved = true;
                     }
                     Ok(false) => {}
@@ -1189,11 +1267,9 @@ fn check_truncation(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) 
     let Some(declared) = main.facts.info.duration else {
         return Ok(());
     };
-    let tb = main.facts.time_base;
-    let got = main.end_ts() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator().max(1));
-    let expected = declared
-        .as_secs_f64()
-        .min(main.limit_ts as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator().max(1)));
+    let t = &main.timeline;
+    let got = t.seconds(t.end());
+    let expected = declared.as_secs_f64().min(t.seconds(t.limit));
     let tolerance = (expected * 0.1).max(0.5);
     if got + tolerance < expected {
         let cause = read_error.map(|e| format!(", read error: {e}")).unwrap_or_default();

@@ -1,0 +1,285 @@
+//! What a viewer would see in a rendition, read back with FFmpeg's decoders
+//! (not with our own code) so the tests check the file, not our intentions.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next::{codec, format, frame, media};
+use processor::{CancelFlag, RenditionSpec, Report};
+
+/// A fixture clip by name.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+}
+
+/// Processes `input` with `spec` into a fresh temporary directory.
+pub fn render(input: &Path, spec: &RenditionSpec) -> (tempfile::TempDir, PathBuf, Report) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.mp4");
+    let report = processor::process(input, &out, spec, |_| {}, &CancelFlag::new())
+        .unwrap_or_else(|e| panic!("processing {} failed: {e}", input.display()));
+    (dir, out, report)
+}
+
+/// The files in a directory, to check nothing partial is left behind.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[derive(Debug)]
+pub struct VideoFrame {
+    pub time: f64,
+    pub key: bool,
+}
+
+#[derive(Debug)]
+pub struct AudioTrack {
+    pub codec: String,
+    pub channels: u16,
+    pub rate: u32,
+    pub duration: f64,
+}
+
+/// Everything about a rendition that a player would care about.
+#[derive(Debug)]
+pub struct Decoded {
+    pub container: String,
+    pub codec: String,
+    pub profile: i32,
+    pub width: u32,
+    pub height: u32,
+    pub pix_fmt: format::Pixel,
+    pub color_range: ffmpeg_next::color::Range,
+    pub color_space: ffmpeg_next::color::Space,
+    pub frame_rate: f64,
+    pub frames: Vec<VideoFrame>,
+    /// End of the last frame, in seconds.
+    pub duration: f64,
+    pub audio: Option<AudioTrack>,
+}
+
+/// Decodes every frame of every stream; panics on any decode error.
+pub fn decode(path: &Path) -> Decoded {
+    let mut ictx = format::input(path).expect("output opens");
+    let container = ictx.format().name().to_owned();
+    let vstream = ictx.streams().best(media::Type::Video).expect("video stream");
+    let vindex = vstream.index();
+    let vtb = vstream.time_base();
+    let frame_rate = f64::from(vstream.avg_frame_rate());
+    let mut vdec = codec::Context::from_parameters(vstream.parameters())
+        .expect("params")
+        .decoder()
+        .video()
+        .expect("video decoder");
+    // SAFETY: plain read of the profile field.
+    let profile = unsafe { (*vstream.parameters().as_ptr()).profile };
+    let codec_name = vstream.parameters().id().name().to_owned();
+    let astream = ictx.streams().best(media::Type::Audio);
+    let aindex = astream.as_ref().map(|s| s.index());
+    let atb = astream.as_ref().map(|s| s.time_base());
+    let mut adec = astream.map(|s| {
+        codec::Context::from_parameters(s.parameters())
+            .expect("params")
+            .decoder()
+            .audio()
+            .expect("audio decoder")
+    });
+    let mut frames = Vec::new();
+    let mut vf = frame::Video::empty();
+    let mut af = frame::Audio::empty();
+    let mut audio_end = 0f64;
+    let mut first: Option<(
+        u32,
+        u32,
+        format::Pixel,
+        ffmpeg_next::color::Range,
+        ffmpeg_next::color::Space,
+    )> = None;
+    let mut push_video = |dec: &mut ffmpeg_next::decoder::Video, frames: &mut Vec<VideoFrame>| {
+        while dec.receive_frame(&mut vf).is_ok() {
+            assert!(!vf.is_corrupt(), "a corrupt frame in {}", path.display());
+            let t = vf.timestamp().unwrap_or(0) as f64 * f64::from(vtb);
+            frames.push(VideoFrame {
+                time: t,
+                key: vf.is_key(),
+            });
+            first.get_or_insert((vf.width(), vf.height(), vf.format(), vf.color_range(), vf.color_space()));
+        }
+    };
+    for (stream, packet) in ictx.packets() {
+        if stream.index() == vindex {
+            vdec.send_packet(&packet).expect("every packet decodes");
+            push_video(&mut vdec, &mut frames);
+        } else if Some(stream.index()) == aindex
+            && let Some(d) = adec.as_mut()
+        {
+            d.send_packet(&packet).expect("audio decodes");
+            while d.receive_frame(&mut af).is_ok() {
+                let t = af.timestamp().unwrap_or(0) as f64 * f64::from(atb.expect("tb"));
+                audio_end = audio_end.max(t + af.samples() as f64 / f64::from(af.rate()));
+            }
+        }
+    }
+    vdec.send_eof().expect("eof");
+    push_video(&mut vdec, &mut frames);
+    frames.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let (width, height, pix_fmt, color_range, color_space) = first.expect("at least one frame");
+    let duration = frames.last().map_or(0.0, |f| f.time + 1.0 / frame_rate);
+    let audio = adec.map(|d| AudioTrack {
+        codec: d.id().name().to_owned(),
+        channels: d.channels(),
+        rate: d.rate(),
+        duration: audio_end,
+    });
+    Decoded {
+        container,
+        codec: codec_name,
+        profile,
+        width,
+        height,
+        pix_fmt,
+        color_range,
+        color_space,
+        frame_rate,
+        frames,
+        duration,
+        audio,
+    }
+}
+
+/// One decoded picture, readable as RGB.
+pub struct Picture(frame::Video);
+
+impl Picture {
+    /// The colour at (x, y), converted from BT.709 limited-range YUV 4:2:0.
+    pub fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
+        let f = &self.0;
+        assert_eq!(f.format(), format::Pixel::YUV420P);
+        let (x, y) = (x as usize, y as usize);
+        let yv = f.data(0)[y * f.stride(0) + x] as f64;
+        let u = f.data(1)[(y / 2) * f.stride(1) + x / 2] as f64;
+        let v = f.data(2)[(y / 2) * f.stride(2) + x / 2] as f64;
+        let yn = (yv - 16.0) / 219.0;
+        let cb = (u - 128.0) / 224.0;
+        let cr = (v - 128.0) / 224.0;
+        let to = |c: f64| (c * 255.0).round().clamp(0.0, 255.0) as u8;
+        [
+            to(yn + 1.5748 * cr),
+            to(yn - 0.1873 * cb - 0.4681 * cr),
+            to(yn + 1.8556 * cb),
+        ]
+    }
+
+    /// The luma value at (x, y).
+    pub fn luma(&self, x: u32, y: u32) -> u8 {
+        self.0.data(0)[y as usize * self.0.stride(0) + x as usize]
+    }
+}
+
+/// The first frame at or after `secs`.
+pub fn picture_at(path: &Path, secs: f64) -> Picture {
+    let mut ictx = format::input(path).expect("opens");
+    let stream = ictx.streams().best(media::Type::Video).expect("video");
+    let index = stream.index();
+    let tb = f64::from(stream.time_base());
+    let mut dec = codec::Context::from_parameters(stream.parameters())
+        .expect("params")
+        .decoder()
+        .video()
+        .expect("decoder");
+    let mut f = frame::Video::empty();
+    for (stream, packet) in ictx.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        dec.send_packet(&packet).expect("decodes");
+        while dec.receive_frame(&mut f).is_ok() {
+            if f.timestamp().unwrap_or(0) as f64 * tb >= secs - 1e-6 {
+                return Picture(f);
+            }
+        }
+    }
+    dec.send_eof().expect("eof");
+    while dec.receive_frame(&mut f).is_ok() {
+        if f.timestamp().unwrap_or(0) as f64 * tb >= secs - 1e-6 {
+            return Picture(f);
+        }
+    }
+    panic!("no frame at {secs} s in {}", path.display());
+}
+
+/// The top-level MP4 box types in file order.
+pub fn top_level_boxes(path: &Path) -> Vec<String> {
+    let data = fs::read(path).expect("read");
+    let mut pos = 0usize;
+    let mut boxes = Vec::new();
+    while pos + 8 <= data.len() {
+        let mut size = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as u64;
+        let kind = String::from_utf8_lossy(&data[pos + 4..pos + 8]).into_owned();
+        if size == 1 {
+            size = u64::from_be_bytes(data[pos + 8..pos + 16].try_into().expect("8 bytes"));
+        } else if size == 0 {
+            size = (data.len() - pos) as u64;
+        }
+        boxes.push(kind);
+        pos += size as usize;
+    }
+    boxes
+}
+
+/// Asserts two colours are within `tolerance` per channel.
+#[track_caller]
+pub fn assert_close(got: [u8; 3], want: [u8; 3], tolerance: u8, what: &str) {
+    let ok = got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= tolerance);
+    assert!(ok, "{what}: got {got:?}, want {want:?} ±{tolerance}");
+}
+
+pub const BLACK: [u8; 3] = [0, 0, 0];
+
+/// The RMS level of the first audio channel between two times, 0.0 to 1.0.
+pub fn audio_rms(path: &Path, from: f64, to: f64) -> f64 {
+    let mut ictx = format::input(path).expect("opens");
+    let stream = ictx.streams().best(media::Type::Audio).expect("audio");
+    let index = stream.index();
+    let tb = f64::from(stream.time_base());
+    let mut dec = codec::Context::from_parameters(stream.parameters())
+        .expect("params")
+        .decoder()
+        .audio()
+        .expect("decoder");
+    let mut f = frame::Audio::empty();
+    let (mut sum, mut n) = (0f64, 0u64);
+    let mut take = |f: &frame::Audio| {
+        assert_eq!(f.format(), format::Sample::F32(format::sample::Type::Planar));
+        let start = f.timestamp().unwrap_or(0) as f64 * tb;
+        let rate = f64::from(f.rate());
+        for (i, s) in f.plane::<f32>(0).iter().enumerate() {
+            let t = start + i as f64 / rate;
+            if t >= from && t < to {
+                sum += f64::from(*s) * f64::from(*s);
+                n += 1;
+            }
+        }
+    };
+    for (stream, packet) in ictx.packets() {
+        if stream.index() == index {
+            dec.send_packet(&packet).expect("decodes");
+            while dec.receive_frame(&mut f).is_ok() {
+                take(&f);
+            }
+        }
+    }
+    dec.send_eof().expect("eof");
+    while dec.receive_frame(&mut f).is_ok() {
+        take(&f);
+    }
+    assert!(n > 0, "no audio between {from} and {to} s");
+    (sum / n as f64).sqrt()
+}
