@@ -1,6 +1,8 @@
 //! Inputs that cannot become a rendition fail with one clear line, the right
 //! kind of error, and nothing left behind.
 
+#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 mod common;
 
 use std::fs;

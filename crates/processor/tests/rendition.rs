@@ -1,5 +1,7 @@
 //! What a viewer sees in a rendition of each awkward kind of upload.
 
+#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
+
 mod common;
 
 use std::time::Duration;
