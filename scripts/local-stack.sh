@@ -206,20 +206,8 @@ $(tail -n 20 "$MOTO_LOG")"
         sleep 0.1
     done
 
-    # moto keeps its state in memory, so after each start the bucket and the
-    # queue have to be made again. Both calls are idempotent.
-    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 \
-        "$VENV/bin/python" - "http://127.0.0.1:$MOTO_PORT" "$S3_BUCKET" "$SQS_QUEUE" <<'EOF'
-import sys
-import boto3
-
-endpoint, bucket, queue = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=endpoint)
-if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-    s3.create_bucket(Bucket=bucket)
-url = boto3.client("sqs", endpoint_url=endpoint).create_queue(QueueName=queue)["QueueUrl"]
-print(f"==> moto: bucket {bucket} and queue {url} exist", file=sys.stderr)
-EOF
+    # moto keeps its state in memory: after each start, create the bucket and
+    # queues again with `vidworker queue-init` (idempotent).
     info "moto: ready at http://127.0.0.1:$MOTO_PORT"
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::RenditionArgs;
+use crate::config::{AwsArgs, DbArgs, RenditionArgs, RunArgs};
 use crate::telemetry::LogFormat;
 
 /// vidworker turns video uploads into web-ready 720p H.264 renditions.
@@ -41,5 +41,48 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the worker: take jobs from SQS until SIGTERM.
+    Run(RunArgs),
+    /// Apply the database migrations.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create the bucket, the queue and its dead-letter queue (production
+    /// settings; safe to run again).
+    QueueInit {
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Receives before SQS moves a message to the dead-letter queue.
+        #[arg(long, default_value_t = 3)]
+        max_receive_count: u32,
+        /// Visibility timeout of the queue, in seconds.
+        #[arg(long, default_value_t = 900)]
+        visibility_timeout: u64,
+    },
+    /// Do what the platform's API does with uploads: store each file under
+    /// originals/, insert a pending row, send a job message. Prints the ids.
+    Submit {
+        /// Videos to submit.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        /// Key prefix of originals.
+        #[arg(long, env = "ORIGINALS_PREFIX", default_value = "originals/")]
+        originals_prefix: String,
+    },
+    /// Show the videos and their states.
+    Status {
+        /// One video in full.
+        id: Option<uuid::Uuid>,
+        /// How many of the newest rows to list.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }

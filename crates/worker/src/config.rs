@@ -281,3 +281,197 @@ mod tests {
         assert!(err.to_string().contains("outro \"/nonexistent.png\""), "{err}");
     }
 }
+
+/// Where the database is.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Database")]
+pub struct DbArgs {
+    /// PostgreSQL URL, e.g. `postgres://user:password@host:5432/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Where S3 and SQS are.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "AWS")]
+pub struct AwsArgs {
+    /// URL of the job queue.
+    #[arg(long, env = "SQS_QUEUE_URL")]
+    pub queue_url: String,
+    /// Bucket holding originals and renditions.
+    #[arg(long, env = "S3_BUCKET")]
+    pub bucket: String,
+    /// AWS region (also read from the usual AWS configuration).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// An S3/SQS-compatible endpoint (LocalStack, moto, MinIO). S3 then uses
+    /// path-style addressing.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// The AWS clients, configured from these values and the standard AWS
+    /// environment (credentials chain, profiles).
+    pub async fn clients(&self) -> crate::Clients {
+        crate::Clients::from_env(self.region.as_deref(), self.endpoint_url.as_deref()).await
+    }
+}
+
+/// Everything `vidworker run` takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Apply the database migrations before starting.
+    #[arg(long, env = "RUN_MIGRATIONS")]
+    pub migrate: bool,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub rendition: RenditionArgs,
+}
+
+/// How the worker runs jobs.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Worker")]
+pub struct WorkerArgs {
+    /// Jobs run at once [default: one per 4 cores, at least 1].
+    #[arg(long, env = "WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Seconds a received message stays invisible; extended every third of
+    /// it while its job runs.
+    #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = 900, value_name = "SECONDS")]
+    pub visibility_timeout: u64,
+    /// Receives after which a failing job is marked failed and left to the
+    /// dead-letter queue [default: the queue's redrive policy, else 3].
+    #[arg(long, env = "MAX_RECEIVES")]
+    pub max_receives: Option<u32>,
+    /// Long-polling wait, in seconds (0 to 20).
+    #[arg(long, env = "RECEIVE_WAIT_SECONDS", default_value_t = 20, value_name = "SECONDS")]
+    pub receive_wait: u64,
+    /// Seconds running jobs get to finish after SIGTERM before they are
+    /// cancelled and handed back.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 90, value_name = "SECONDS")]
+    pub shutdown_grace: u64,
+    /// First retry delay in seconds after a transient failure; doubles with
+    /// every receive, up to 15 minutes.
+    #[arg(long, env = "RETRY_BACKOFF", default_value_t = 10, value_name = "SECONDS")]
+    pub retry_backoff: u64,
+    /// Key prefix of originals; a row pointing elsewhere is refused. Empty
+    /// to allow any key.
+    #[arg(long, env = "ORIGINALS_PREFIX", default_value = "originals/")]
+    pub originals_prefix: String,
+    /// Key prefix of renditions: `<prefix><id>.mp4`.
+    #[arg(long, env = "PROCESSED_PREFIX", default_value = "processed/")]
+    pub processed_prefix: String,
+    /// Directory for each job's private working directory [default: the
+    /// system's temporary directory].
+    #[arg(long, env = "WORKER_TEMP_DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// How long a job waits for S3 or PostgreSQL to come back before it is
+    /// handed back for a later retry, in seconds.
+    #[arg(long, env = "OUTAGE_PATIENCE", default_value_t = 600, value_name = "SECONDS")]
+    pub outage_patience: u64,
+    /// This worker's name in the database's `claimed_by` [default:
+    /// hostname:pid].
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+/// The validated settings of a running worker.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    /// Name written into `claimed_by`.
+    pub worker_id: String,
+    /// Jobs at once.
+    pub concurrency: usize,
+    /// Visibility of a running job's message, and the length of its lease.
+    pub visibility_timeout: Duration,
+    /// Receives before giving up; `None` to take the queue's.
+    pub max_receives: Option<u32>,
+    /// Long-polling wait.
+    pub receive_wait: Duration,
+    /// Grace period at shutdown.
+    pub shutdown_grace: Duration,
+    /// First retry delay.
+    pub retry_backoff: Duration,
+    /// How long a job waits for S3 or PostgreSQL to come back.
+    pub outage_patience: Duration,
+    /// Allowed prefix of original keys.
+    pub originals_prefix: String,
+    /// Prefix of rendition keys.
+    pub processed_prefix: String,
+    /// Where job directories go.
+    pub temp_dir: PathBuf,
+    /// The rendition.
+    pub spec: RenditionSpec,
+}
+
+impl WorkerArgs {
+    /// Validates the values; `spec` is the rendition to produce.
+    pub fn to_settings(&self, mut spec: RenditionSpec) -> Result<WorkerSettings, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let concurrency = self.concurrency.unwrap_or((cores / 4).max(1));
+        if !(1..=64).contains(&concurrency) {
+            return Err(ConfigError(format!(
+                "WORKER_CONCURRENCY {concurrency} is outside 1 to 64"
+            )));
+        }
+        if !(1..=12 * 3600).contains(&self.visibility_timeout) {
+            return Err(ConfigError(format!(
+                "VISIBILITY_TIMEOUT {} s is outside 1 s to 12 h",
+                self.visibility_timeout
+            )));
+        }
+        if self.receive_wait > 20 {
+            return Err(ConfigError(format!(
+                "RECEIVE_WAIT_SECONDS {} is above SQS's 20",
+                self.receive_wait
+            )));
+        }
+        if self.max_receives == Some(0) {
+            return Err(ConfigError("MAX_RECEIVES must be at least 1".into()));
+        }
+        if self.processed_prefix.is_empty() {
+            return Err(ConfigError(
+                "PROCESSED_PREFIX must not be empty: renditions would mix with originals".into(),
+            ));
+        }
+        match spec.limits.timeout {
+            Some(t) if t < Duration::from_secs(11 * 3600 + 1800) => {}
+            _ => {
+                return Err(ConfigError(
+                    "JOB_TIMEOUT must be set below 11.5 hours: SQS keeps a message invisible for 12 hours at most"
+                        .into(),
+                ));
+            }
+        }
+        // Jobs share the cores: each gets its share of FFmpeg threads.
+        if spec.threads == 0 {
+            spec.threads = (cores / concurrency).max(1) as u32;
+        }
+        let worker_id = self.worker_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "worker".into());
+            format!("{host}:{}", std::process::id())
+        });
+        Ok(WorkerSettings {
+            worker_id,
+            concurrency,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout),
+            max_receives: self.max_receives,
+            receive_wait: Duration::from_secs(self.receive_wait),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            retry_backoff: Duration::from_secs(self.retry_backoff.max(1)),
+            outage_patience: Duration::from_secs(self.outage_patience),
+            originals_prefix: self.originals_prefix.clone(),
+            processed_prefix: self.processed_prefix.clone(),
+            temp_dir: self.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
+            spec,
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! One job: the message that asks for it, and the ways it can fail. The
+//! kind of failure decides what happens to the message.
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::db::DbError;
+use crate::queue::QueueError;
+use crate::storage::StorageError;
+
+/// The message body the platform sends: `{"video_id": "<uuid>"}`. Other
+/// fields are ignored; keys never come from the message.
+#[derive(Debug, Deserialize)]
+struct Body {
+    video_id: serde_json::Value,
+}
+
+/// The video a message asks for, or why the message is malformed.
+pub fn parse(body: &str) -> Result<Uuid, String> {
+    let parsed: Body = serde_json::from_str(body).map_err(|e| {
+        if e.is_data() {
+            "the body has no \"video_id\"".to_owned()
+        } else {
+            format!("the body is not JSON ({e})")
+        }
+    })?;
+    let text = parsed
+        .video_id
+        .as_str()
+        .ok_or_else(|| format!("\"video_id\" is {}, not a string", parsed.video_id))?;
+    Uuid::parse_str(text).map_err(|_| format!("\"video_id\" {text:?} is not a UUID"))
+}
+
+/// Why a job stopped before it was done.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Fetching the original or storing the rendition failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// SQS failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The transcode failed; the message names the original in S3.
+    #[error("{}", source.display_as(original))]
+    Processor {
+        /// The original, as `s3://bucket/key`.
+        original: String,
+        /// What the processor said.
+        source: processor::Error,
+    },
+    /// The row points outside the originals prefix.
+    #[error("original key {key:?} is outside {prefix:?}; refusing to read it")]
+    ForeignKey {
+        /// The key in the row.
+        key: String,
+        /// The allowed prefix.
+        prefix: String,
+    },
+    /// No private working directory could be made.
+    #[error("cannot create a working directory: {0}")]
+    WorkDir(std::io::Error),
+    /// The transcode thread panicked.
+    #[error("the transcode crashed: {0}")]
+    Crashed(String),
+    /// The worker is shutting down and the grace period is over.
+    #[error("cancelled by shutdown")]
+    Shutdown,
+    /// Our lease expired and another worker claimed the video.
+    #[error("the claim was lost to another worker")]
+    ClaimLost,
+    /// SQS will not keep the message hidden any longer (12 hours after it
+    /// was received).
+    #[error("the job reached SQS's 12-hour visibility limit")]
+    VisibilityCap,
+}
+
+impl JobError {
+    /// Whether another attempt would fail the same way: the input is bad or
+    /// missing. Everything else (services down, shutdown, crashes) is worth
+    /// retrying, a bounded number of times.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::Storage(e) => e.is_permanent(),
+            JobError::Processor { source, .. } => source.is_permanent(),
+            JobError::ForeignKey { .. } => true,
+            JobError::Db(_)
+            | JobError::Queue(_)
+            | JobError::WorkDir(_)
+            | JobError::Crashed(_)
+            | JobError::Shutdown
+            | JobError::ClaimLost
+            | JobError::VisibilityCap => false,
+        }
+    }
+
+    /// A short stable name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Storage(StorageError::NotFound { .. }) => "original_missing",
+            JobError::Storage(StorageError::TooLarge { .. }) => "original_too_large",
+            JobError::Storage(_) => "storage",
+            JobError::Db(_) => "database",
+            JobError::Queue(_) => "queue",
+            JobError::Processor { source, .. } => source.kind(),
+            JobError::ForeignKey { .. } => "foreign_key",
+            JobError::WorkDir(_) => "work_dir",
+            JobError::Crashed(_) => "crashed",
+            JobError::Shutdown => "shutdown",
+            JobError::ClaimLost => "claim_lost",
+            JobError::VisibilityCap => "visibility_cap",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_well_formed_body_names_its_video_and_extra_fields_are_ignored() {
+        let id = Uuid::new_v4();
+        let body = format!(r#"{{"video_id": "{id}", "original_key": "../../etc/passwd"}}"#);
+        assert_eq!(parse(&body), Ok(id));
+    }
+
+    #[test]
+    fn malformed_bodies_say_what_is_wrong() {
+        assert!(parse("hello").unwrap_err().contains("not JSON"));
+        assert!(parse("{}").unwrap_err().contains("no \"video_id\""));
+        assert!(parse(r#"{"video_id": 7}"#).unwrap_err().contains("7, not a string"));
+        assert!(parse(r#"{"video_id": "../x"}"#).unwrap_err().contains("is not a UUID"));
+    }
+
+    #[test]
+    fn bad_inputs_are_permanent_and_outages_are_not() {
+        let missing = JobError::Storage(StorageError::NotFound {
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert!(missing.is_permanent());
+        assert!(!JobError::Shutdown.is_permanent());
+        assert!(!JobError::Db(DbError::Query(sqlx::Error::PoolTimedOut)).is_permanent());
+    }
+}

@@ -1,0 +1,710 @@
+//! The worker loop: receive no more messages than there are free job slots,
+//! run each job (claim → download → transcode → upload → record → delete)
+//! while a heartbeat keeps its message hidden and its lease alive, and
+//! decide each message's fate from the kind of failure.
+//!
+//! The order of the final steps (upload, then mark processed, then delete
+//! the message) means a crash anywhere repeats work at worst and never loses
+//! it; the claim's fencing token means a worker whose lease ran out cannot
+//! overwrite the outcome of the one that took over.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use processor::{CancelFlag, Report};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::config::WorkerSettings;
+use crate::db::{Claim, Db, Outcome};
+use crate::job::{self, JobError};
+use crate::queue::{MAX_VISIBILITY, Queue, Received};
+use crate::shutdown::Shutdown;
+use crate::storage::Storage;
+use crate::telemetry::events;
+
+/// Longest wait between two receives while SQS is unreachable.
+const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest retry delay for a failed job.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+/// Margin kept before SQS's 12-hour visibility cap.
+const CAP_MARGIN: Duration = Duration::from_secs(120);
+
+/// How many jobs ended which way; logged at shutdown.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Renditions made and recorded.
+    pub processed: AtomicU64,
+    /// Videos marked failed.
+    pub failed: AtomicU64,
+    /// Jobs handed back for a later retry.
+    pub retried: AtomicU64,
+    /// Duplicate deliveries of processed videos.
+    pub duplicates: AtomicU64,
+    /// Malformed messages moved to the dead-letter queue.
+    pub dead_lettered: AtomicU64,
+    /// Jobs handed back at shutdown.
+    pub released: AtomicU64,
+    /// Messages put back because another worker held the video.
+    pub busy: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker: its settings and its three services.
+#[derive(Debug)]
+pub struct Worker {
+    settings: WorkerSettings,
+    db: Db,
+    storage: Storage,
+    queue: Queue,
+    max_receives: u32,
+    stats: Arc<Stats>,
+}
+
+/// Why a running job was told to stop.
+#[derive(Clone, Copy, Debug)]
+enum StopReason {
+    Shutdown,
+    ClaimLost,
+    VisibilityCap,
+}
+
+/// A job's cancellation: a token plus the first reason given.
+#[derive(Clone, Debug, Default)]
+struct JobStop {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl JobStop {
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.token.cancel();
+    }
+
+    fn error(&self) -> Option<JobError> {
+        let reason = self.reason.lock().ok().and_then(|r| *r)?;
+        Some(match reason {
+            StopReason::Shutdown => JobError::Shutdown,
+            StopReason::ClaimLost => JobError::ClaimLost,
+            StopReason::VisibilityCap => JobError::VisibilityCap,
+        })
+    }
+}
+
+/// What a finished transcode left to upload and record.
+struct Produced {
+    report: Report,
+    original_bytes: u64,
+    key: String,
+}
+
+impl Worker {
+    /// A worker over these services. `max_receives` comes from the settings,
+    /// else from the queue's redrive policy (read by [`Worker::start`]).
+    pub fn new(settings: WorkerSettings, db: Db, storage: Storage, queue: Queue) -> Self {
+        let max_receives = settings.max_receives.unwrap_or(3);
+        Worker {
+            settings,
+            db,
+            storage,
+            queue,
+            max_receives,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Checks the database, the queue and the bucket, naming the one that
+    /// fails, and adopts the queue's receive limit when none was configured.
+    pub async fn start(mut self) -> Result<Self, String> {
+        self.db.check().await?;
+        let info = self.queue.inspect().await.map_err(|e| e.to_string())?;
+        self.storage.check().await.map_err(|e| e.to_string())?;
+        match (self.settings.max_receives, info.max_receive_count) {
+            (None, Some(n)) => self.max_receives = n,
+            (Some(ours), Some(theirs)) if ours != theirs => tracing::warn!(
+                ours,
+                theirs,
+                "MAX_RECEIVES differs from the queue's redrive policy; rows may end failed before or after the dead-letter queue takes the message"
+            ),
+            (_, None) => tracing::warn!(queue = self.queue.url(), "the queue has no dead-letter queue"),
+            _ => {}
+        }
+        tracing::info!(
+            worker = %self.settings.worker_id,
+            concurrency = self.settings.concurrency,
+            threads_per_job = self.settings.spec.threads,
+            visibility_timeout_s = self.settings.visibility_timeout.as_secs(),
+            max_receives = self.max_receives,
+            queue = self.queue.url(),
+            dead_letter_queue = self.queue.dead_letter_url().unwrap_or("none"),
+            bucket = self.storage.bucket(),
+            "worker ready"
+        );
+        Ok(self)
+    }
+
+    /// The job counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs until `shutdown` stops intake, then lets running jobs finish
+    /// within the grace period, cancels the rest and hands them back.
+    pub async fn run(self, shutdown: Shutdown) -> Arc<Stats> {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.settings.concurrency));
+        let tracker = TaskTracker::new();
+        let sweeper = tokio::spawn(Arc::clone(&this).sweep(shutdown.intake().clone()));
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            // Wait for a free slot before asking for work, so no message
+            // sits invisible waiting for one.
+            let first = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = shutdown.intake().cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < 10 {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            // A receive in flight is allowed to complete: what it brings
+            // after a shutdown signal is handed back at once.
+            let received = tokio::select! {
+                r = this.queue.receive(permits.len(), this.settings.receive_wait) => r,
+                () = shutdown.intake().cancelled() => break,
+            };
+            let messages = match received {
+                Ok(m) => {
+                    backoff = Duration::from_secs(1);
+                    m
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "cannot receive; will retry");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.intake().cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(MAX_RECEIVE_BACKOFF);
+                    continue;
+                }
+            };
+            for msg in messages {
+                if shutdown.intake().is_cancelled() {
+                    this.hand_back_unstarted(&msg).await;
+                    continue;
+                }
+                let Some(permit) = permits.pop() else {
+                    this.hand_back_unstarted(&msg).await;
+                    continue;
+                };
+                let job = Arc::clone(&this);
+                let abort = shutdown.abort().clone();
+                tracker.spawn(async move { job.handle(msg, permit, abort).await });
+            }
+        }
+        sweeper.abort();
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!(
+                running = tracker.len(),
+                grace_s = this.settings.shutdown_grace.as_secs(),
+                "waiting for running jobs"
+            );
+        }
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = tokio::time::sleep(this.settings.shutdown_grace) => {
+                tracing::warn!(running = tracker.len(), "grace period over: cancelling running jobs and handing them back");
+                shutdown.abort_jobs();
+                tracker.wait().await;
+            }
+        }
+        let s = &this.stats;
+        tracing::info!(
+            processed = s.processed.load(Ordering::Relaxed),
+            failed = s.failed.load(Ordering::Relaxed),
+            retried = s.retried.load(Ordering::Relaxed),
+            duplicates = s.duplicates.load(Ordering::Relaxed),
+            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+            released = s.released.load(Ordering::Relaxed),
+            "worker stopped"
+        );
+        Arc::clone(&this.stats)
+    }
+
+    /// Every minute, fails videos left `processing` by a worker that vanished
+    /// on their last attempt (see [`Db::sweep_abandoned`]). A lease is
+    /// abandoned once it has been expired longer than any retry could take
+    /// to come back: a visibility timeout plus the longest retry delay.
+    async fn sweep(self: Arc<Self>, stop: CancellationToken) {
+        let after = self.settings.visibility_timeout + MAX_RETRY_DELAY + Duration::from_secs(300);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = stop.cancelled() => return,
+            }
+            match self.db.sweep_abandoned(after).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    event = "abandoned",
+                    videos = n,
+                    "marked videos of vanished workers failed"
+                ),
+                Err(e) => tracing::debug!(error = %e, "cannot sweep abandoned videos"),
+            }
+        }
+    }
+
+    /// A message received during shutdown goes straight back.
+    async fn hand_back_unstarted(&self, msg: &Received) {
+        if let Err(e) = self.queue.set_visibility(&msg.receipt, Duration::ZERO).await {
+            tracing::warn!(message_id = %msg.message_id, error = %e, "cannot hand a message back; it reappears after its visibility timeout");
+        }
+    }
+
+    /// One message, start to finish. Never fails: every outcome is decided
+    /// and recorded here.
+    async fn handle(self: Arc<Self>, msg: Received, _permit: OwnedSemaphorePermit, abort: CancellationToken) {
+        let span = tracing::info_span!("job", message_id = %msg.message_id, receives = msg.receive_count, video_id = tracing::field::Empty);
+        async {
+            let video_id = match job::parse(&msg.body) {
+                Ok(id) => id,
+                Err(why) => {
+                    events::dead_lettered(&msg.message_id, &why);
+                    Stats::bump(&self.stats.dead_lettered);
+                    if let Err(e) = self.queue.dead_letter(&msg, &format!("malformed message: {why}")).await {
+                        tracing::error!(error = %e, "cannot move a malformed message to the dead-letter queue; it will be received again");
+                    }
+                    return;
+                }
+            };
+            tracing::Span::current().record("video_id", tracing::field::display(video_id));
+
+            // From here on the message is kept hidden, even while we wait
+            // out an outage before the claim.
+            let stop = JobStop::default();
+            let claimed = Arc::new(Mutex::new(None));
+            let keeper_done = CancellationToken::new();
+            let keeper = tokio::spawn(Arc::clone(&self).heartbeat(
+                msg.clone(),
+                video_id,
+                Arc::clone(&claimed),
+                stop.clone(),
+                keeper_done.clone(),
+            ));
+            let on_abort = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = abort.cancelled() => stop.stop(StopReason::Shutdown),
+                        () = stop.token.cancelled() => {}
+                    }
+                })
+            };
+            self.claim_and_work(&msg, video_id, &claimed, &stop).await;
+            // The keeper finishes any call it has in flight, so no extension
+            // lands after the message's final change.
+            keeper_done.cancel();
+            let _ = keeper.await;
+            on_abort.abort();
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn claim_and_work(&self, msg: &Received, video_id: Uuid, claimed: &Mutex<Option<Uuid>>, stop: &JobStop) {
+        let claim = self
+            .patiently("claim the video", stop, || {
+                self.db
+                    .claim(video_id, &self.settings.worker_id, self.settings.visibility_timeout)
+            })
+            .await;
+        let (original_key, token) = match claim {
+            Ok(Claim::Claimed {
+                original_key,
+                token,
+                attempts,
+            }) => {
+                events::claimed(video_id, attempts, &original_key);
+                (original_key, token)
+            }
+            Ok(Claim::AlreadyProcessed) => {
+                events::duplicate(video_id);
+                Stats::bump(&self.stats.duplicates);
+                self.delete(msg).await;
+                return;
+            }
+            Ok(Claim::Unknown) => {
+                events::unknown_video(video_id);
+                Stats::bump(&self.stats.failed);
+                self.delete(msg).await;
+                return;
+            }
+            Ok(Claim::Busy(remaining)) => {
+                // Another worker holds a live lease; look again when it
+                // would have expired.
+                let delay = remaining + Duration::from_secs(5);
+                events::busy(video_id, delay);
+                Stats::bump(&self.stats.busy);
+                self.set_visibility(msg, delay).await;
+                return;
+            }
+            Err(e) => {
+                // Nothing claimed: only the message goes back.
+                let delay = if stop.token.is_cancelled() {
+                    Duration::ZERO
+                } else {
+                    self.retry_delay(msg.receive_count)
+                };
+                events::retry(video_id, &e.to_string(), delay, msg.receive_count);
+                Stats::bump(&self.stats.retried);
+                self.set_visibility(msg, delay).await;
+                return;
+            }
+        };
+        if let Ok(mut c) = claimed.lock() {
+            *c = Some(token);
+        }
+        let started = Instant::now();
+        let result = self.work(video_id, &original_key, stop).await;
+        // A stop request explains whatever failure it caused.
+        let result = match (result, stop.error()) {
+            (Err(_), Some(reason)) => Err(reason),
+            (r, _) => r,
+        };
+        self.finish(msg, video_id, token, result, started, stop).await;
+    }
+
+    /// Runs a step that talks to S3 or PostgreSQL. While the service is
+    /// down (an outage, not a refusal), waits and tries again, up to the
+    /// outage patience: the message stays hidden meanwhile, so an outage
+    /// does not use up the message's receives and send it to the
+    /// dead-letter queue.
+    async fn patiently<T, E, F, Fut>(&self, what: &str, stop: &JobStop, mut step: F) -> Result<T, E>
+    where
+        E: std::fmt::Display + MaybeOutage,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match step().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_outage() && started.elapsed() < self.settings.outage_patience => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; waiting for the service");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.token.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Download, transcode and upload, in a private directory that is
+    /// removed whatever happens.
+    async fn work(&self, video_id: Uuid, original_key: &str, stop: &JobStop) -> Result<Produced, JobError> {
+        let prefix = &self.settings.originals_prefix;
+        if !original_key.starts_with(prefix.as_str()) || original_key.contains("..") {
+            return Err(JobError::ForeignKey {
+                key: original_key.to_owned(),
+                prefix: prefix.clone(),
+            });
+        }
+        // tempfile creates the directory with mode 0700: other users of the
+        // machine cannot read uploads or renditions.
+        let dir = tempfile::Builder::new()
+            .prefix("vidworker-job-")
+            .tempdir_in(&self.settings.temp_dir)
+            .map_err(JobError::WorkDir)?;
+        let original = dir.path().join("original");
+        let rendition = dir.path().join("rendition.mp4");
+        let limit = self.settings.spec.limits.max_input_bytes;
+        let original_bytes = self
+            .patiently("download the original", stop, || {
+                self.storage.download(original_key, &original, limit)
+            })
+            .await?;
+        if let Some(e) = stop.error() {
+            return Err(e);
+        }
+        tracing::debug!(bytes = original_bytes, "original downloaded");
+
+        let flag = CancelFlag::new();
+        let watcher = {
+            let flag = flag.clone();
+            let token = stop.token.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                flag.cancel();
+            })
+        };
+        let spec = self.settings.spec.clone();
+        let (input, output) = (original.clone(), rendition.clone());
+        let transcode = tokio::task::spawn_blocking(move || {
+            let mut next = 0.25;
+            processor::process(
+                &input,
+                &output,
+                &spec,
+                |p| {
+                    if p.fraction() >= next {
+                        tracing::debug!(
+                            percent = (p.fraction() * 100.0).round(),
+                            frames = p.frames,
+                            "transcoding"
+                        );
+                        next += 0.25;
+                    }
+                },
+                &flag,
+            )
+        })
+        .in_current_span()
+        .await;
+        watcher.abort();
+        let report = match transcode {
+            Ok(Ok(r)) => r,
+            Ok(Err(source)) => {
+                return Err(JobError::Processor {
+                    original: format!("s3://{}/{original_key}", self.storage.bucket()),
+                    source,
+                });
+            }
+            Err(join) => return Err(JobError::Crashed(join.to_string())),
+        };
+
+        let key = format!("{}{video_id}.mp4", self.settings.processed_prefix);
+        self.patiently("upload the rendition", stop, || {
+            self.storage.upload(&rendition, &key, "video/mp4")
+        })
+        .await?;
+        if let Some(e) = stop.error() {
+            return Err(e);
+        }
+        drop(dir);
+        Ok(Produced {
+            report,
+            original_bytes,
+            key,
+        })
+    }
+
+    /// Keeps the message hidden while the job runs (and the lease alive once
+    /// the video is claimed), every third of the visibility timeout. Stops
+    /// the job when the claim was lost or SQS's 12-hour cap comes near.
+    async fn heartbeat(
+        self: Arc<Self>,
+        msg: Received,
+        video_id: Uuid,
+        claimed: Arc<Mutex<Option<Uuid>>>,
+        stop: JobStop,
+        done: CancellationToken,
+    ) {
+        let timeout = self.settings.visibility_timeout;
+        let every = (timeout / 3).max(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = done.cancelled() => return,
+            }
+            let left = MAX_VISIBILITY
+                .saturating_sub(msg.received_at.elapsed())
+                .saturating_sub(CAP_MARGIN);
+            if left < every {
+                tracing::warn!("the job is about to reach SQS's 12-hour visibility limit; giving it up");
+                stop.stop(StopReason::VisibilityCap);
+                return;
+            }
+            let extend = timeout.min(left);
+            if let Err(e) = self.queue.set_visibility(&msg.receipt, extend).await {
+                tracing::warn!(error = %e, "cannot extend the message's visibility");
+            }
+            let token = claimed.lock().ok().and_then(|c| *c);
+            let Some(token) = token else { continue };
+            match self.db.renew_lease(video_id, token, extend).await {
+                Ok(true) => tracing::trace!(extend_s = extend.as_secs(), "heartbeat"),
+                Ok(false) => {
+                    tracing::warn!("the claim was taken over by another worker; stopping");
+                    stop.stop(StopReason::ClaimLost);
+                    return;
+                }
+                // The database may be back before the lease runs out.
+                Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+            }
+        }
+    }
+
+    /// Records the outcome and decides the message's fate.
+    async fn finish(
+        &self,
+        msg: &Received,
+        id: Uuid,
+        token: Uuid,
+        result: Result<Produced, JobError>,
+        started: Instant,
+        stop: &JobStop,
+    ) {
+        match result {
+            Ok(done) => {
+                let outcome = outcome(&done);
+                match self
+                    .patiently("record the rendition", stop, || {
+                        self.db.mark_processed(id, token, &outcome)
+                    })
+                    .await
+                {
+                    Ok(true) => {
+                        events::processed(id, &done.key, &done.report, started.elapsed());
+                        Stats::bump(&self.stats.processed);
+                        self.delete(msg).await;
+                    }
+                    Ok(false) => tracing::warn!(
+                        "the claim was lost before the outcome was recorded; the worker holding it records its own"
+                    ),
+                    Err(e) => {
+                        // The rendition is in S3 but not recorded: the next
+                        // attempt redoes it and records it.
+                        let delay = self.retry_delay(msg.receive_count);
+                        events::retry(id, &e.to_string(), delay, msg.receive_count);
+                        Stats::bump(&self.stats.retried);
+                        self.set_visibility(msg, delay).await;
+                    }
+                }
+            }
+            Err(JobError::ClaimLost) => {
+                // Another worker owns the video and its own message.
+                tracing::warn!("stopped: the claim was lost to another worker");
+            }
+            Err(JobError::Shutdown) => {
+                if let Err(e) = self.db.release(id, token, None).await {
+                    tracing::warn!(error = %e, "cannot hand the video back; its lease expires on its own");
+                }
+                events::released(id);
+                Stats::bump(&self.stats.released);
+                self.set_visibility(msg, Duration::ZERO).await;
+            }
+            Err(e) if e.is_permanent() => {
+                let reason = e.to_string();
+                events::failed(id, e.kind(), &reason, true);
+                Stats::bump(&self.stats.failed);
+                match self
+                    .patiently("record the failure", stop, || {
+                        self.db.mark_failed(id, Some(token), &reason)
+                    })
+                    .await
+                {
+                    Ok(_) => self.delete(msg).await,
+                    // Keep the message: the next attempt fails the same way
+                    // and records it.
+                    Err(db) => {
+                        tracing::warn!(error = %db, "cannot record the failure");
+                        self.set_visibility(msg, self.retry_delay(msg.receive_count)).await;
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if msg.receive_count >= self.max_receives {
+                    // The last allowed attempt: the row says why, and the
+                    // message goes to the dead-letter queue on its next
+                    // receive.
+                    let reason = format!("gave up after {} attempts: {reason}", msg.receive_count);
+                    events::failed(id, e.kind(), &reason, false);
+                    Stats::bump(&self.stats.failed);
+                    if let Err(db) = self
+                        .patiently("record the failure", stop, || {
+                            self.db.mark_failed(id, Some(token), &reason)
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %db, "cannot record the failure");
+                    }
+                    self.set_visibility(msg, Duration::ZERO).await;
+                } else {
+                    let delay = self.retry_delay(msg.receive_count);
+                    events::retry(id, &reason, delay, msg.receive_count);
+                    Stats::bump(&self.stats.retried);
+                    if let Err(db) = self.db.release(id, token, Some(&reason)).await {
+                        tracing::warn!(error = %db, "cannot hand the video back; its lease expires on its own");
+                    }
+                    self.set_visibility(msg, delay).await;
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff from the receive count, with ±20 % jitter so
+    /// failed jobs do not come back in lockstep.
+    fn retry_delay(&self, receive_count: u32) -> Duration {
+        let base =
+            self.settings.retry_backoff.as_secs_f64() * 2f64.powi(receive_count.saturating_sub(1).min(20) as i32);
+        let jitter = 0.8 + 0.4 * (Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+        Duration::from_secs_f64((base * jitter).min(MAX_RETRY_DELAY.as_secs_f64()))
+    }
+
+    async fn delete(&self, msg: &Received) {
+        if let Err(e) = self.queue.delete(&msg.receipt).await {
+            // The work is recorded; a redelivery finds it done and deletes.
+            tracing::warn!(error = %e, "cannot delete the message; a redelivery will find the work done");
+        }
+    }
+
+    async fn set_visibility(&self, msg: &Received, timeout: Duration) {
+        if let Err(e) = self.queue.set_visibility(&msg.receipt, timeout).await {
+            tracing::warn!(error = %e, "cannot change the message's visibility; it reappears after its timeout");
+        }
+    }
+}
+
+fn outcome(done: &Produced) -> Outcome {
+    let info = &done.report.input;
+    Outcome {
+        processed_key: done.key.clone(),
+        source_duration: info.duration.map(|d| d.as_secs_f64()),
+        source_width: info.display_width as i32,
+        source_height: info.display_height as i32,
+        original_bytes: done.original_bytes as i64,
+        processed_bytes: done.report.bytes as i64,
+        processed_duration: done.report.duration.as_secs_f64(),
+        media_info: serde_json::to_value(info).unwrap_or_default(),
+    }
+}
+
+/// Errors that mean a service is unreachable (worth waiting for) rather
+/// than refusing (worth reporting).
+trait MaybeOutage {
+    fn is_outage(&self) -> bool;
+}
+
+impl MaybeOutage for crate::db::DbError {
+    fn is_outage(&self) -> bool {
+        // Every database error here is the server or the network: the
+        // statements themselves are fixed and tested.
+        true
+    }
+}
+
+impl MaybeOutage for crate::storage::StorageError {
+    fn is_outage(&self) -> bool {
+        matches!(self, crate::storage::StorageError::Service { .. })
+    }
+}

@@ -1,0 +1,313 @@
+//! S3: the original is streamed to a local file (never whole in memory),
+//! the rendition goes back with multipart upload when it is large.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
+use tokio::io::AsyncWriteExt;
+
+/// Objects at least this large are uploaded in parts.
+pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
+/// Size of each part (S3 wants at least 5 MiB but for the last).
+pub const PART_SIZE: u64 = 8 << 20;
+
+/// An S3 failure, with the object it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("s3://{bucket}/{key} does not exist")]
+    NotFound {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+    },
+    /// The object is larger than the input limit.
+    #[error("s3://{bucket}/{key} is {size} bytes, more than the {limit} byte input limit")]
+    TooLarge {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// S3 refused or could not be reached.
+    #[error("cannot {action} s3://{bucket}/{key}: {message}")]
+    Service {
+        /// What was being done.
+        action: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key, or empty for bucket operations.
+        key: String,
+        /// The SDK's full error text.
+        message: String,
+    },
+    /// The local side of a transfer failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Local {
+        /// What was being done.
+        action: &'static str,
+        /// The local file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// Missing or oversized originals will not get better by retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. } | StorageError::TooLarge { .. })
+    }
+}
+
+/// One bucket.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    client: Client,
+    bucket: String,
+}
+
+impl Storage {
+    /// A handle on `bucket`.
+    pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        Storage {
+            client,
+            bucket: bucket.into(),
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn service<E, R>(&self, action: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        StorageError::Service {
+            action,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: crate::describe_sdk_error(&err),
+        }
+    }
+
+    fn local_stream(&self, action: &'static str, key: &str, err: impl std::error::Error) -> StorageError {
+        StorageError::Service {
+            action,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: DisplayErrorContext(err).to_string(),
+        }
+    }
+
+    fn not_found(&self, key: &str) -> StorageError {
+        StorageError::NotFound {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// Checks the bucket exists and we may use it.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.service("reach bucket", "", e))
+    }
+
+    /// Creates the bucket if it does not exist yet.
+    pub async fn create_bucket(&self, region: Option<&str>) -> Result<(), StorageError> {
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the one region that refuses a location constraint.
+        if let Some(region) = region.filter(|r| *r != "us-east-1") {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e) => Err(self.service("create bucket", "", e)),
+        }
+    }
+
+    /// The size of an object.
+    pub async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(head.content_length().unwrap_or(0).max(0) as u64),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(self.not_found(key)),
+            Err(e) => Err(self.service("look up", key, e)),
+        }
+    }
+
+    /// Streams an object into `dest`, refusing it if it is (or turns out to
+    /// be) larger than `limit` bytes. Returns its size.
+    pub async fn download(&self, key: &str, dest: &Path, limit: u64) -> Result<u64, StorageError> {
+        let too_large = |size| StorageError::TooLarge {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            size,
+            limit,
+        };
+        let size = self.size(key).await?;
+        if size > limit {
+            return Err(too_large(size));
+        }
+        let object = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Err(self.not_found(key)),
+            Err(e) => return Err(self.service("download", key, e)),
+        };
+        let local = |action, source| StorageError::Local {
+            action,
+            path: dest.to_owned(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(|e| local("create", e))?;
+        let mut body = object.body;
+        let mut written = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| self.local_stream("download", key, e))?
+        {
+            written += chunk.len() as u64;
+            // The object may have grown since the HEAD; the limit holds anyway.
+            if written > limit {
+                return Err(too_large(written));
+            }
+            file.write_all(&chunk).await.map_err(|e| local("write", e))?;
+        }
+        file.flush().await.map_err(|e| local("write", e))?;
+        file.sync_all().await.map_err(|e| local("write", e))?;
+        Ok(written)
+    }
+
+    /// Uploads a local file as `key` with this content type, in parts when
+    /// it is large. The object appears whole or not at all.
+    pub async fn upload(&self, path: &Path, key: &str, content_type: &str) -> Result<(), StorageError> {
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|source| StorageError::Local {
+                action: "read",
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        if size < MULTIPART_THRESHOLD {
+            let body = ByteStream::from_path(path)
+                .await
+                .map_err(|e| self.local_stream("read for upload", key, e))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(content_type)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.service("upload", key, e))?;
+            return Ok(());
+        }
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| self.service("start uploading", key, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        match self.upload_parts(path, key, &upload_id, size).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Leave no half-uploaded parts behind (they cost money).
+                if let Err(abort) = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await
+                {
+                    tracing::warn!(key, error = %crate::describe_sdk_error(&abort), "could not abort a failed multipart upload");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(&self, path: &Path, key: &str, upload_id: &str, size: u64) -> Result<(), StorageError> {
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        let mut number = 1;
+        while offset < size {
+            let length = PART_SIZE.min(size - offset);
+            let body = ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(length))
+                .build()
+                .await
+                .map_err(|e| self.local_stream("read for upload", key, e))?;
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| self.service("upload part of", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            offset += length;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.service("finish uploading", key, e))?;
+        Ok(())
+    }
+
+    /// The content type of an object, for tests and tools.
+    pub async fn content_type(&self, key: &str) -> Result<Option<String>, StorageError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(head.content_type().map(str::to_owned)),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(self.not_found(key)),
+            Err(e) => Err(self.service("look up", key, e)),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! A real local stack per test: a throwaway PostgreSQL cluster and a moto
+//! server (S3 + SQS), set up the way `vidworker migrate` and
+//! `vidworker queue-init` set up production, plus helpers to run workers
+//! in-process or as the real binary.
+
+#![allow(dead_code, clippy::expect_used, reason = "test support: a failure is a test failure")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use processor::RenditionSpec;
+use testkit::{Moto, Postgres};
+use uuid::Uuid;
+use worker::Clients;
+use worker::config::WorkerSettings;
+use worker::db::{Db, VideoRow};
+use worker::queue::{Queue, QueueSettings};
+use worker::runner::{Stats, Worker};
+use worker::shutdown::Shutdown;
+use worker::storage::Storage;
+
+pub const BUCKET: &str = "vidworker-test";
+pub const QUEUE: &str = "vidworker-jobs";
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+}
+
+pub struct Stack {
+    pub pg: Postgres,
+    pub moto: Moto,
+    pub database_url: String,
+    pub clients: Clients,
+    pub db: Db,
+    pub storage: Storage,
+    pub queue: Queue,
+    pub queue_url: String,
+    pub dlq_url: String,
+    /// Parent of every worker's job directories, to check they are removed.
+    pub work_dir: tempfile::TempDir,
+    pub visibility_timeout: Duration,
+}
+
+impl Stack {
+    /// Starts PostgreSQL and moto, migrates, and creates the bucket and
+    /// queues with a short visibility timeout and 3 receives.
+    pub async fn start(visibility_timeout: Duration) -> Stack {
+        let pg = Postgres::start().expect("PostgreSQL starts (run scripts/install-deps.sh)");
+        let database_url = pg.create_database("vidworker").expect("database");
+        let moto = Moto::start().expect("moto starts (run scripts/install-deps.sh)");
+        let clients = Clients::with_credentials("us-east-1", &moto.endpoint(), "test", "test").await;
+        let db = Db::connect_lazy(&database_url, 8).expect("pool");
+        db.migrate().await.expect("migrations apply");
+        let storage = Storage::new(clients.s3.clone(), BUCKET);
+        let settings = QueueSettings {
+            visibility_timeout,
+            ..QueueSettings::default()
+        };
+        let made = worker::admin::queue_init(&storage, &clients.sqs, QUEUE, Some("us-east-1"), &settings)
+            .await
+            .expect("queue-init");
+        let queue = Queue::new(clients.sqs.clone(), &made.queue_url);
+        Stack {
+            pg,
+            moto,
+            database_url,
+            clients,
+            db,
+            storage,
+            queue,
+            queue_url: made.queue_url,
+            dlq_url: made.dead_letter_url,
+            work_dir: tempfile::tempdir().expect("work dir"),
+            visibility_timeout,
+        }
+    }
+
+    /// Fast settings for tests: short polls and backoffs, a fast preset.
+    pub fn settings(&self, concurrency: usize) -> WorkerSettings {
+        WorkerSettings {
+            worker_id: format!("test-{}", Uuid::new_v4().simple()),
+            concurrency,
+            visibility_timeout: self.visibility_timeout,
+            max_receives: None,
+            receive_wait: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            outage_patience: Duration::from_secs(60),
+            originals_prefix: "originals/".into(),
+            processed_prefix: "processed/".into(),
+            temp_dir: self.work_dir.path().to_owned(),
+            spec: RenditionSpec {
+                preset: "veryfast".into(),
+                threads: 1,
+                ..RenditionSpec::default()
+            },
+        }
+    }
+
+    /// A worker over this stack, started (checks passed).
+    pub async fn worker(&self, settings: WorkerSettings) -> Worker {
+        Worker::new(
+            settings,
+            self.db.clone(),
+            self.storage.clone(),
+            Queue::new(self.clients.sqs.clone(), &self.queue_url),
+        )
+        .start()
+        .await
+        .expect("worker starts")
+    }
+
+    /// Runs an in-process worker in the background.
+    pub async fn spawn_worker(&self, settings: WorkerSettings) -> RunningWorker {
+        let worker = self.worker(settings).await;
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(worker.run(shutdown.clone()));
+        RunningWorker { shutdown, handle }
+    }
+
+    /// What the platform's API does for an upload.
+    pub async fn submit(&self, name: &str) -> Uuid {
+        worker::admin::submit(&fixture(name), &self.storage, &self.db, &self.queue, "originals/")
+            .await
+            .expect("submit")
+    }
+
+    pub async fn row(&self, id: Uuid) -> VideoRow {
+        self.db.get(id).await.expect("query").expect("row exists")
+    }
+
+    /// Polls until every id is processed or failed; panics after `limit`.
+    pub async fn wait_settled(&self, ids: &[Uuid], limit: Duration) -> Vec<VideoRow> {
+        self.wait_for(limit, "every video processed or failed", || async {
+            let mut rows = Vec::new();
+            for id in ids {
+                let row = self.row(*id).await;
+                if row.status != "processed" && row.status != "failed" {
+                    return None;
+                }
+                rows.push(row);
+            }
+            Some(rows)
+        })
+        .await
+    }
+
+    /// Polls `check` every 200 ms until it returns something.
+    pub async fn wait_for<T, F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// (visible, in flight, delayed) messages in a queue.
+    pub async fn depth_of(&self, url: &str) -> (u64, u64, u64) {
+        let out = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        let get = |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            get(QueueAttributeName::ApproximateNumberOfMessages),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        )
+    }
+
+    /// Messages in the job queue, visible or not.
+    pub async fn queue_total(&self) -> u64 {
+        let (a, b, c) = self.depth_of(&self.queue_url).await;
+        a + b + c
+    }
+
+    /// Receives everything in the dead-letter queue: (body, attributes).
+    pub async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.dlq_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive from DLQ");
+        out.messages()
+            .iter()
+            .map(|m| {
+                let attrs = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, v)| (k.clone(), v.string_value().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (m.body().unwrap_or_default().to_owned(), attrs)
+            })
+            .collect()
+    }
+
+    /// Sends a raw message body to the job queue.
+    pub async fn send_raw(&self, body: &str) {
+        self.queue.send(body).await.expect("send");
+    }
+
+    /// Downloads an object and probes it as a viewer's player would see it.
+    pub async fn fetch_rendition(&self, key: &str) -> processor::MediaInfo {
+        let path = self.work_dir.path().join(format!("fetched-{}.mp4", Uuid::new_v4()));
+        self.storage
+            .download(key, &path, 1 << 30)
+            .await
+            .expect("rendition is in S3");
+        let info = processor::probe(&path).expect("rendition probes");
+        std::fs::remove_file(&path).expect("remove");
+        info
+    }
+
+    /// Job directories still present under the work dir.
+    pub fn leftover_job_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.work_dir.path())
+            .expect("read work dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("vidworker-job-"))
+            .collect()
+    }
+
+    /// The environment the real binary needs to run against this stack.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", self.database_url.clone()),
+            ("SQS_QUEUE_URL", self.queue_url.clone()),
+            ("S3_BUCKET", BUCKET.to_owned()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("VISIBILITY_TIMEOUT", self.visibility_timeout.as_secs().to_string()),
+            ("RECEIVE_WAIT_SECONDS", "1".to_owned()),
+            ("RETRY_BACKOFF", "1".to_owned()),
+            ("WORKER_TEMP_DIR", self.work_dir.path().display().to_string()),
+            ("RENDITION_PRESET", "veryfast".to_owned()),
+            ("RENDITION_THREADS", "1".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Starts the real `vidworker run` against this stack, logging to a
+    /// file in the work dir.
+    pub fn spawn_binary(&self, name: &str, extra_env: &[(&str, &str)]) -> BinaryWorker {
+        let log = self.work_dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_vidworker"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(self.env())
+            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("vidworker starts");
+        BinaryWorker { child, log }
+    }
+}
+
+pub struct RunningWorker {
+    pub shutdown: Shutdown,
+    pub handle: tokio::task::JoinHandle<Arc<Stats>>,
+}
+
+impl RunningWorker {
+    /// Stops intake, lets jobs finish, returns the counters.
+    pub async fn stop(self) -> Arc<Stats> {
+        self.shutdown.stop_intake();
+        self.handle.await.expect("worker task")
+    }
+}
+
+pub struct BinaryWorker {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl BinaryWorker {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("vidworker did not exit within {limit:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines with this `event` field.
+    pub fn events(&self, event: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+            .count()
+    }
+}
+
+impl Drop for BinaryWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,209 @@
+//! The worker against the real stack: PostgreSQL and moto's S3 and SQS.
+
+#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_becomes_a_processed_rendition_in_s3() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("landscape-1080p30.mp4").await;
+    assert_eq!(stack.row(id).await.status, "pending");
+
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let stats = worker.stop().await;
+
+    let row = &rows[0];
+    assert_eq!(row.status, "processed", "error: {:?}", row.error);
+    assert_eq!(row.error, None);
+    assert_eq!(row.attempts, 1);
+    let key = format!("processed/{id}.mp4");
+    assert_eq!(row.processed_key.as_deref(), Some(key.as_str()));
+    assert!(row.processed_at.is_some() && row.processing_started_at.is_some());
+    assert_eq!((row.source_width, row.source_height), (Some(1920), Some(1080)));
+    assert_eq!(row.source_duration_seconds, Some(4.0));
+    let size = std::fs::metadata(fixture("landscape-1080p30.mp4"))
+        .expect("fixture")
+        .len();
+    assert_eq!(row.original_bytes, Some(size as i64));
+    assert_eq!(row.processed_duration_seconds, Some(4.0));
+    assert!(
+        row.lease_expires_at.is_none() && row.claimed_by.is_none(),
+        "claim released"
+    );
+
+    // The object a viewer fetches.
+    assert_eq!(
+        stack.storage.content_type(&key).await.expect("head").as_deref(),
+        Some("video/mp4")
+    );
+    let info = stack.fetch_rendition(&key).await;
+    assert_eq!((info.display_width, info.display_height), (1280, 720));
+    assert_eq!(info.video_codec, "h264");
+    assert!(!info.has_audio);
+    assert_eq!(info.duration, Some(Duration::from_secs(4)));
+    assert_eq!(row.processed_bytes, Some(info.size_bytes as i64));
+
+    // The message is gone, nothing went to the dead-letter queue, and the
+    // job's working directory was removed.
+    assert_eq!(stack.queue_total().await, 0);
+    assert!(stack.dead_letters().await.is_empty());
+    assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());
+    assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_originals_fail_once_with_the_reason_and_are_not_retried() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let corrupt = stack.submit("truncated.mp4").await;
+    let audio = stack.submit("audio-only.m4a").await;
+    // A row whose original was never uploaded.
+    let missing = Uuid::new_v4();
+    let missing_key = format!("originals/{missing}.mp4");
+    stack.db.insert_pending(missing, &missing_key).await.expect("insert");
+    stack.send_raw(&format!(r#"{{"video_id":"{missing}"}}"#)).await;
+    // A row that points outside originals/.
+    let foreign = Uuid::new_v4();
+    stack
+        .db
+        .insert_pending(foreign, "processed/someone-else.mp4")
+        .await
+        .expect("insert");
+    stack.send_raw(&format!(r#"{{"video_id":"{foreign}"}}"#)).await;
+
+    let worker = stack.spawn_worker(stack.settings(2)).await;
+    let rows = stack.wait_settled(&[corrupt, audio, missing, foreign], LIMIT).await;
+    // Let any (wrong) retry come back before looking at the queue.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    worker.stop().await;
+
+    for row in &rows {
+        assert_eq!(row.status, "failed", "{row:?}");
+        assert_eq!(row.attempts, 1, "permanent failures are not retried: {row:?}");
+    }
+    let error = |i: usize| rows[i].error.clone().unwrap_or_default();
+    assert!(
+        error(0).starts_with(&format!("s3://{BUCKET}/originals/{corrupt}.mp4: corrupt or truncated")),
+        "{}",
+        error(0)
+    );
+    assert!(error(1).contains("no video stream"), "{}", error(1));
+    assert_eq!(error(2), format!("s3://{BUCKET}/{missing_key} does not exist"));
+    assert!(error(3).contains("outside \"originals/\""), "{}", error(3));
+    assert_eq!(stack.queue_total().await, 0, "every message deleted");
+    assert!(stack.dead_letters().await.is_empty());
+    assert!(stack.leftover_job_dirs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_videos_are_dropped_and_malformed_messages_kept_as_evidence() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let stranger = Uuid::new_v4();
+    stack.send_raw(&format!(r#"{{"video_id":"{stranger}"}}"#)).await;
+    stack.send_raw("this is not json").await;
+    stack
+        .send_raw(r#"{"video_id":"../../etc/passwd","original_key":"x"}"#)
+        .await;
+
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    let dead = stack
+        .wait_for(LIMIT, "two dead letters", || async {
+            let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
+            (visible + in_flight == 0).then_some(())
+        })
+        .await;
+    let _ = dead;
+    let stats = worker.stop().await;
+
+    let mut dead = stack.dead_letters().await;
+    dead.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].0, "this is not json", "the body is kept untouched");
+    assert!(dead[0].1["vidworker-reason"].contains("not JSON"), "{:?}", dead[0].1);
+    assert_eq!(dead[1].0, r#"{"video_id":"../../etc/passwd","original_key":"x"}"#);
+    assert!(dead[1].1["vidworker-reason"].contains("is not a UUID"));
+    assert!(stack.db.get(stranger).await.expect("query").is_none());
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(stats.dead_lettered.load(Relaxed), 2);
+    assert_eq!(stats.failed.load(Relaxed), 1, "the unknown video");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_jobs_run_at_once_up_to_the_concurrency() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let mut ids = Vec::new();
+    for name in [
+        "gray-720p.mp4",
+        "portrait-rotated.mp4",
+        "anamorphic-pal.mkv",
+        "letterbox-21x9.webm",
+        "prores.mov",
+    ] {
+        ids.push(stack.submit(name).await);
+    }
+    let worker = stack.spawn_worker(stack.settings(2)).await;
+    let rows = stack.wait_settled(&ids, LIMIT).await;
+    worker.stop().await;
+
+    for row in &rows {
+        assert_eq!(row.status, "processed", "{row:?}");
+        assert_eq!(row.attempts, 1);
+        let info = stack.fetch_rendition(row.processed_key.as_deref().expect("key")).await;
+        assert_eq!((info.display_width, info.display_height), (1280, 720));
+    }
+    // Jobs overlapped in time, but never more than two at once.
+    let spans: Vec<_> = rows
+        .iter()
+        .map(|r| (r.processing_started_at.expect("start"), r.processed_at.expect("end")))
+        .collect();
+    let max_overlap = spans
+        .iter()
+        .map(|&(start, _)| spans.iter().filter(|&&(s, e)| s <= start && start < e).count())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(max_overlap, 2, "{spans:?}");
+    assert_eq!(stack.queue_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_original_is_refused_before_it_is_downloaded() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("landscape-1080p30.mp4").await;
+    let mut settings = stack.settings(1);
+    settings.spec.limits.max_input_bytes = 100_000;
+    let worker = stack.spawn_worker(settings).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    worker.stop().await;
+    assert_eq!(rows[0].status, "failed");
+    let error = rows[0].error.clone().unwrap_or_default();
+    assert!(error.contains("more than the 100000 byte input limit"), "{error}");
+    assert_eq!(stack.queue_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_to_start_and_names_what_is_unreachable() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let run = |extra: &[(&str, &str)]| {
+        let mut w = stack.spawn_binary("refused", extra);
+        let code = w.wait(Duration::from_secs(60));
+        (code, w.log_text())
+    };
+    let (code, log) = run(&[("S3_BUCKET", "no-such-bucket")]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("s3://no-such-bucket"), "{log}");
+    let (code, log) = run(&[("SQS_QUEUE_URL", &format!("{}/123456789012/nope", stack.moto.endpoint()))]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("queue ") && log.contains("/nope"), "{log}");
+    let bad_db = stack.database_url.replace("/vidworker", "/nosuchdb");
+    let (code, log) = run(&[("DATABASE_URL", &bad_db)]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("database"), "{log}");
+}
