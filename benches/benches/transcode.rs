@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use processor::{Card, CancelFlag, RenditionSpec};
+use processor::{CancelFlag, Card, RenditionSpec};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name)

@@ -2,7 +2,7 @@
 //! [`Error::is_permanent`] tells a caller whether trying again could help.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why a probe or a transcode failed.
@@ -148,6 +148,36 @@ impl Error {
                 io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory
             ),
             Error::Cancelled { .. } | Error::OutputIo { .. } | Error::Internal { .. } => false,
+        }
+    }
+
+    /// The file the error is about, if it is about one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::InputIo { path, .. }
+            | Error::NotMedia { path, .. }
+            | Error::Refused { path, .. }
+            | Error::NoVideo { path, .. }
+            | Error::UnsupportedCodec { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::LimitExceeded { path, .. }
+            | Error::TimedOut { path, .. }
+            | Error::Cancelled { path }
+            | Error::OutputIo { path, .. }
+            | Error::Internal { path, .. } => Some(path),
+            Error::InvalidSpec(_) => None,
+        }
+    }
+
+    /// The one-line message with the file called `name` instead of its
+    /// local path: a worker names the uploaded object, not its temporary
+    /// copy.
+    pub fn display_as(&self, name: &str) -> String {
+        let text = self.to_string();
+        let Some(path) = self.path() else { return text };
+        match text.strip_prefix(&path.display().to_string()) {
+            Some(rest) => format!("{name}{rest}"),
+            None => text,
         }
     }
 

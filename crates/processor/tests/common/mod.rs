@@ -1,7 +1,12 @@
 //! What a viewer would see in a rendition, read back with FFmpeg's decoders
 //! (not with our own code) so the tests check the file, not our intentions.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, reason = "test support: a failure is a test failure")]
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test support: a failure is a test failure"
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
