@@ -51,6 +51,8 @@ pub struct Stats {
     pub released: AtomicU64,
     /// Messages put back because another worker held the video.
     pub busy: AtomicU64,
+    /// Failed attempts to receive messages (SQS unreachable).
+    pub receive_errors: AtomicU64,
 }
 
 impl Stats {
@@ -194,6 +196,7 @@ impl Worker {
                     m
                 }
                 Err(e) => {
+                    Stats::bump(&this.stats.receive_errors);
                     tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "cannot receive; will retry");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
@@ -330,8 +333,11 @@ impl Worker {
     async fn claim_and_work(&self, msg: &Received, video_id: Uuid, claimed: &Mutex<Option<Uuid>>, stop: &JobStop) {
         let claim = self
             .patiently("claim the video", stop, || {
-                self.db
-                    .claim(video_id, &self.settings.worker_id, self.settings.visibility_timeout)
+                self.db.claim(
+                    video_id,
+                    &self.settings.worker_id,
+                    lease(self.settings.visibility_timeout),
+                )
             })
             .await;
         let (original_key, token) = match claim {
@@ -540,7 +546,7 @@ impl Worker {
             }
             let token = claimed.lock().ok().and_then(|c| *c);
             let Some(token) = token else { continue };
-            match self.db.renew_lease(video_id, token, extend).await {
+            match self.db.renew_lease(video_id, token, lease(extend)).await {
                 Ok(true) => tracing::trace!(extend_s = extend.as_secs(), "heartbeat"),
                 Ok(false) => {
                     tracing::warn!("the claim was taken over by another worker; stopping");
@@ -673,6 +679,13 @@ impl Worker {
             tracing::warn!(error = %e, "cannot change the message's visibility; it reappears after its timeout");
         }
     }
+}
+
+/// A lease a little shorter than the message's visibility: when a worker
+/// dies, its lease has run out by the time the message reappears, so the
+/// next worker claims the video at once instead of finding it busy.
+fn lease(visibility: Duration) -> Duration {
+    visibility * 9 / 10
 }
 
 fn outcome(done: &Produced) -> Outcome {

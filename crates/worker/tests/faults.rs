@@ -1,0 +1,271 @@
+//! Fault injection on the real stack: killed workers, signals, jobs longer
+//! than the visibility timeout, duplicates, endless transient failures and
+//! a database restart. At-least-once delivery must never lose a video,
+//! leave one stuck, or make it twice.
+
+#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
+
+mod common;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A job that takes several seconds: 30 s of output from a 40 s upload.
+const SLOW: &str = "long-40s.mp4";
+
+async fn wait_processing(stack: &Stack, id: uuid::Uuid) {
+    stack
+        .wait_for(LIMIT, "the job to start", || async {
+            (stack.row(id).await.status == "processing").then_some(())
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_is_replaced_and_the_video_made_once() {
+    let stack = Stack::start(Duration::from_secs(4)).await;
+    let id = stack.submit(SLOW).await;
+    let mut first = stack.spawn_binary("first", &[]);
+    wait_processing(&stack, id).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.signal(libc::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    assert_eq!(stack.row(id).await.status, "processing", "killed mid-job");
+    assert!(
+        stack.leftover_job_dirs().len() <= 1,
+        "a killed job may leave its own directory only"
+    );
+
+    let second = stack.spawn_worker(stack.settings(1)).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let stats = second.stop().await;
+    let row = &rows[0];
+    assert_eq!(row.status, "processed", "{row:?}");
+    assert_eq!(row.attempts, 2, "one killed attempt, one that finished");
+    assert_eq!(stats.processed.load(Relaxed), 1);
+    assert_eq!(stats.busy.load(Relaxed), 0, "the dead worker's lease had run out");
+    let info = stack.fetch_rendition(row.processed_key.as_deref().expect("key")).await;
+    assert_eq!(info.duration, Some(Duration::from_secs(30)));
+    assert_eq!(stack.queue_total().await, 0);
+    assert!(stack.dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_job_finish_then_exits_cleanly() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit(SLOW).await;
+    let mut worker = stack.spawn_binary("graceful", &[("SHUTDOWN_GRACE", "90")]);
+    wait_processing(&stack, id).await;
+    worker.signal(libc::SIGTERM);
+    let code = worker.wait(LIMIT);
+    assert_eq!(code, Some(0), "{}", worker.log_text());
+    let row = stack.row(id).await;
+    assert_eq!(row.status, "processed", "the job finished within the grace period");
+    assert_eq!(row.attempts, 1);
+    assert_eq!(stack.queue_total().await, 0);
+    assert!(stack.leftover_job_dirs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_grace_period_hands_the_job_back_at_once() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit(SLOW).await;
+    let mut worker = stack.spawn_binary("impatient", &[("SHUTDOWN_GRACE", "0")]);
+    wait_processing(&stack, id).await;
+    worker.signal(libc::SIGTERM);
+    let code = worker.wait(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{}", worker.log_text());
+    assert_eq!(worker.events("released"), 1, "{}", worker.log_text());
+
+    let row = stack.row(id).await;
+    assert_eq!(row.status, "pending", "handed back: {row:?}");
+    assert!(row.claimed_by.is_none() && row.lease_expires_at.is_none());
+    let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
+    assert_eq!((visible, in_flight), (1, 0), "the message is visible again at once");
+    assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());
+
+    let next = stack.spawn_worker(stack.settings(1)).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    next.stop().await;
+    assert_eq!(rows[0].status, "processed");
+    assert_eq!(rows[0].attempts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_visibility_timeout_is_made_once() {
+    // The job takes several times the 2 s visibility timeout; a second
+    // worker polls the whole time and must never get the message.
+    let stack = Stack::start(Duration::from_secs(2)).await;
+    let id = stack.submit(SLOW).await;
+    let a = stack.spawn_worker(stack.settings(1)).await;
+    let b = stack.spawn_worker(stack.settings(1)).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let (a, b) = (a.stop().await, b.stop().await);
+    let row = &rows[0];
+    assert_eq!(row.status, "processed");
+    assert_eq!(row.attempts, 1, "claimed once");
+    let taken = row.processed_at.expect("end") - row.processing_started_at.expect("start");
+    assert!(
+        taken > chrono::Duration::seconds(2),
+        "the job outlived the timeout ({taken})"
+    );
+    assert_eq!(a.processed.load(Relaxed) + b.processed.load(Relaxed), 1);
+    assert_eq!(
+        a.busy.load(Relaxed) + b.busy.load(Relaxed) + a.duplicates.load(Relaxed) + b.duplicates.load(Relaxed),
+        0,
+        "the message was never delivered a second time"
+    );
+    assert_eq!(stack.queue_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_message_makes_one_rendition() {
+    let stack = Stack::start(Duration::from_secs(3)).await;
+    let id = stack.submit("gray-720p.mp4").await;
+    stack.send_raw(&format!(r#"{{"video_id":"{id}"}}"#)).await;
+    let worker = stack.spawn_worker(stack.settings(2)).await;
+    stack.wait_settled(&[id], LIMIT).await;
+    stack
+        .wait_for(LIMIT, "both messages gone", || async {
+            (stack.queue_total().await == 0).then_some(())
+        })
+        .await;
+    let stats = worker.stop().await;
+    let row = stack.row(id).await;
+    assert_eq!(row.status, "processed");
+    assert_eq!(row.attempts, 1, "processed once");
+    assert_eq!(stats.processed.load(Relaxed), 1);
+    assert_eq!(
+        stats.duplicates.load(Relaxed),
+        1,
+        "the duplicate was recognised and deleted"
+    );
+    assert!(stack.dead_letters().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_always_fails_transiently_ends_failed_in_the_dead_letter_queue() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("gray-720p.mp4").await;
+    let body = format!(r#"{{"video_id":"{id}"}}"#);
+    let mut settings = stack.settings(1);
+    // Every attempt fails the same transient way: no working directory.
+    settings.temp_dir = stack.work_dir.path().join("missing");
+    let worker = stack.spawn_worker(settings).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let dead = stack
+        .wait_for(LIMIT, "the message in the dead-letter queue", || async {
+            let dead = stack.dead_letters().await;
+            (!dead.is_empty()).then_some(dead)
+        })
+        .await;
+    let stats = worker.stop().await;
+    let row = &rows[0];
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.attempts, 3, "exactly the configured number of receives");
+    let error = row.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("gave up after 3 attempts: cannot create a working directory"),
+        "{error}"
+    );
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, body, "the message itself, untouched");
+    assert_eq!(stats.retried.load(Relaxed), 2);
+    assert_eq!(stack.queue_total().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_run_loses_nothing() {
+    let mut stack = Stack::start(Duration::from_secs(10)).await;
+    let mut ids = Vec::new();
+    for name in [
+        "gray-720p.mp4",
+        "portrait-rotated.mp4",
+        "tiny-64x64.mp4",
+        "short-0.4s.mp4",
+        "prores.mov",
+    ] {
+        ids.push(stack.submit(name).await);
+    }
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    let first = ids[0];
+    stack
+        .wait_for(LIMIT, "one video processed", || async {
+            (stack.row(first).await.status == "processed").then_some(())
+        })
+        .await;
+    tokio::task::block_in_place(|| {
+        stack.pg.stop().expect("stop PostgreSQL");
+        std::thread::sleep(Duration::from_secs(3));
+        stack.pg.start_again().expect("start PostgreSQL again");
+    });
+    let rows = stack.wait_settled(&ids, LIMIT).await;
+    let stats = worker.stop().await;
+    for row in &rows {
+        assert_eq!(row.status, "processed", "{row:?}");
+    }
+    assert_eq!(stats.processed.load(Relaxed), ids.len() as u64, "each made once");
+    assert_eq!(stack.queue_total().await, 0);
+    assert!(stack.dead_letters().await.is_empty(), "the outage used up no receives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqs_and_s3_outage_is_waited_out_without_a_busy_loop() {
+    let mut stack = Stack::start(Duration::from_secs(10)).await;
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    tokio::task::block_in_place(|| stack.moto.stop().expect("stop moto"));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(!worker.handle.is_finished(), "the worker keeps running");
+    tokio::task::block_in_place(|| stack.moto.start_again().expect("start moto again"));
+    // moto comes back empty: set up the queues again, as after a real reset.
+    let settings = worker::queue::QueueSettings {
+        visibility_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    worker::admin::queue_init(&stack.storage, &stack.clients.sqs, QUEUE, Some("us-east-1"), &settings)
+        .await
+        .expect("queue-init");
+    let id = stack.submit("gray-720p.mp4").await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let stats = worker.stop().await;
+    assert_eq!(rows[0].status, "processed", "recovered");
+    let errors = stats.receive_errors.load(Relaxed);
+    assert!(
+        (1..=6).contains(&errors),
+        "{errors} failed receives in 6 s: backing off, not spinning"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_abandoned_on_its_last_attempt_is_swept_to_failed() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("gray-720p.mp4").await;
+    let claim = stack
+        .db
+        .claim(id, "vanished-worker", Duration::from_millis(100))
+        .await
+        .expect("claim");
+    assert!(matches!(claim, worker::db::Claim::Claimed { .. }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stack.db.sweep_abandoned(Duration::from_secs(60)).await.expect("sweep"),
+        0,
+        "too recent"
+    );
+    assert_eq!(stack.db.sweep_abandoned(Duration::ZERO).await.expect("sweep"), 1);
+    let row = stack.row(id).await;
+    assert_eq!(row.status, "failed");
+    assert!(row.error.unwrap_or_default().starts_with("abandoned"));
+    // A message that does come back later still gets the video made.
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    stack
+        .wait_for(LIMIT, "the video processed", || async {
+            (stack.row(id).await.status == "processed").then_some(())
+        })
+        .await;
+    worker.stop().await;
+}
