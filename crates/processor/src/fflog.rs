@@ -110,24 +110,39 @@ unsafe extern "C" fn log_callback(avcl: *mut c_void, level: c_int, fmt: *const c
     }
     tracing::debug!(target: "ffmpeg", level, "{text}");
     if level <= ffi::AV_LOG_WARNING {
+        let text: String = text.chars().take(300).collect();
         RECENT.with(|r| {
             if let Ok(mut r) = r.try_borrow_mut() {
+                // A decoder repeats itself for every frame; once is enough.
+                if r.contains(&text) {
+                    return;
+                }
                 if r.len() == KEEP {
                     r.pop_front();
                 }
-                r.push_back(text.chars().take(300).collect());
+                r.push_back(text);
             }
         });
     }
 }
 
-/// `[h264 @ 0x55e0...] msg` → `[h264] msg`: the address means nothing to a
-/// reader and makes identical messages look different.
+/// `[h264 @ 0x55e0...] msg` → `[h264] msg`, for every bracket: the address
+/// means nothing to a reader and makes identical messages look different.
+/// Line breaks inside a message become spaces: errors are one line.
 fn without_address(line: &str) -> String {
-    match (line.find(" @ 0x"), line.find(']')) {
-        (Some(at), Some(close)) if at < close => format!("{}{}", &line[..at], &line[close..]),
-        _ => line.to_owned(),
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(" @ 0x") {
+        match rest[at..].find(']') {
+            Some(close) => {
+                out.push_str(&rest[..at]);
+                rest = &rest[at + close..];
+            }
+            None => break,
+        }
     }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
@@ -141,5 +156,9 @@ mod tests {
             "[h264] Invalid NAL unit size"
         );
         assert_eq!(without_address("plain"), "plain");
+        assert_eq!(
+            without_address("[mjpeg @ 0x1] [IMGUTILS @ 0x7f5c] Picture size\nis invalid"),
+            "[mjpeg] [IMGUTILS] Picture size is invalid"
+        );
     }
 }

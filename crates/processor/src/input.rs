@@ -259,7 +259,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         let ret = ffi::avformat_open_input(&mut ps, c"".as_ptr(), iformat, &mut opts);
         Dictionary::own(opts);
         if ret < 0 {
-            return Err(classify_open_error(path, budget, &denied, ret));
+            return Err(classify_open_error(path, budget, &denied, limits.max_streams, ret));
         }
         let input = Input::wrap_with_custom_io(ps, io);
         let nb = (*ps).nb_streams as usize;
@@ -268,6 +268,25 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
                 path: path.to_owned(),
                 reason: format!("{nb} streams is more than the limit of {}", limits.max_streams),
             });
+        }
+        // A header may declare a picture no decoder should allocate
+        // (a decompression bomb): refuse it before anything is decoded.
+        for i in 0..nb {
+            let par = (**(*ps).streams.add(i)).codecpar;
+            let (w, h) = (
+                i64::from((*par).width).max(0) as u64,
+                i64::from((*par).height).max(0) as u64,
+            );
+            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO && w * h > limits.max_pixels {
+                return Err(Error::LimitExceeded {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "the header declares {w}x{h}, {:.1} Mpx per frame, more than the {:.1} Mpx limit",
+                        (w * h) as f64 / 1e6,
+                        limits.max_pixels as f64 / 1e6
+                    ),
+                });
+            }
         }
         // Decoders opened while identifying streams must refuse absurd
         // pictures before allocating them.
@@ -283,7 +302,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
             Dictionary::own(d);
         }
         if ret < 0 {
-            return Err(classify_open_error(path, budget, &denied, ret));
+            return Err(classify_open_error(path, budget, &denied, limits.max_streams, ret));
         }
         input
     };
@@ -295,6 +314,22 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         bytes_read,
     };
     opened.check_denied()?;
+    // AVI subtitles (GAB2 chunks) are handed to a nested demuxer: the path
+    // by which an AVI once smuggled an HLS playlist that read local files
+    // (HackerOne #242831). FFmpeg 5.1 limits it to SRT/ASS and the nested
+    // context inherits our allowlist, but phones never write them, so an
+    // AVI that carries one is refused outright.
+    if name == "avi"
+        && opened
+            .ctx
+            .streams()
+            .any(|s| s.parameters().medium() == media::Type::Subtitle)
+    {
+        return Err(Error::Refused {
+            path: path.to_owned(),
+            reason: "an AVI with an embedded subtitle stream (GAB2), a known way to smuggle playlists".into(),
+        });
+    }
     budget.check_for(path)?;
     Ok(opened)
 }
@@ -309,7 +344,7 @@ fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Err
 }
 
 /// Maps a failed open or stream identification to the error a person needs.
-fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, ret: c_int) -> Error {
+fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, max_streams: u32, ret: c_int) -> Error {
     if let Err(stop) = budget.check() {
         return stop.into_error(path);
     }
@@ -330,6 +365,20 @@ fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, ret: 
         ffmpeg_next::Error::Other { errno } if errno == libc::EIO => Error::Corrupt {
             path: path.to_owned(),
             reason: format!("{err}{}", fflog::recent()),
+        },
+        // Reading a header allocates what the header asks for; a demand
+        // FFmpeg refuses comes from a damaged or hostile file, not from a
+        // machine short of memory (which would not fail this politely).
+        // FFmpeg reports too many streams as out of memory.
+        ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM && fflog::recent().contains("max_streams") => {
+            Error::LimitExceeded {
+                path: path.to_owned(),
+                reason: format!("more streams than the limit of {max_streams}"),
+            }
+        }
+        ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM => Error::Corrupt {
+            path: path.to_owned(),
+            reason: format!("its header asks for more memory than allowed{}", fflog::recent()),
         },
         other => internal(path, "opening the input", other),
     }

@@ -178,6 +178,19 @@ fn limits_refuse_large_files_and_pictures() {
     let (err, _) = fail(&path, &spec, &CancelFlag::new());
     assert_eq!(err.kind(), "limit_exceeded", "{err}");
     one_line_naming(&err, &path, "byte input limit");
+
+    // Video and audio: two streams, over a limit of one.
+    let path = fixture("landscape-1080p30.mp4");
+    let spec = RenditionSpec {
+        limits: Limits {
+            max_streams: 1,
+            ..Limits::default()
+        },
+        ..RenditionSpec::default()
+    };
+    let (err, _) = fail(&path, &spec, &CancelFlag::new());
+    assert_eq!(err.kind(), "limit_exceeded", "{err}");
+    one_line_naming(&err, &path, "streams");
 }
 
 #[test]

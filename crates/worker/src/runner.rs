@@ -435,10 +435,11 @@ impl Worker {
                 prefix: prefix.clone(),
             });
         }
-        // tempfile creates the directory with mode 0700: other users of the
-        // machine cannot read uploads or renditions.
+        // Mode 0700: other users of the machine cannot read uploads or
+        // renditions (tempfile's default would follow the umask).
         let dir = tempfile::Builder::new()
             .prefix("vidworker-job-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&self.settings.temp_dir)
             .map_err(JobError::WorkDir)?;
         let original = dir.path().join("original");

@@ -60,6 +60,19 @@ async fn sigterm_lets_a_running_job_finish_then_exits_cleanly() {
     let id = stack.submit(SLOW).await;
     let mut worker = stack.spawn_binary("graceful", &[("SHUTDOWN_GRACE", "90")]);
     wait_processing(&stack, id).await;
+    // The job's working directory is private to the worker's user.
+    let dirs = stack
+        .wait_for(LIMIT, "the job's directory", || async {
+            let dirs = stack.leftover_job_dirs();
+            (!dirs.is_empty()).then_some(dirs)
+        })
+        .await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(stack.work_dir.path().join(&dirs[0]))
+        .expect("job dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     worker.signal(libc::SIGTERM);
     let code = worker.wait(LIMIT);
     assert_eq!(code, Some(0), "{}", worker.log_text());
