@@ -1154,6 +1154,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 args: audio_source_args(sample, &a.decoder),
             });
         }
+        tracing::debug!(graph = %self.plan.description(), "filter graph");
         let mut graph = Graph::build(&self.plan, &sources, self.threads).map_err(|e| Error::Internal {
             path: self.input.clone(),
             stage: "building the filter graph",

@@ -331,3 +331,20 @@ fn a_clip_intro_and_audio_are_joined_in_sync() {
     assert!(audio_rms(&out, 4.9, 4.95) > 0.05, "tone until the end of the video");
     assert!(audio_rms(&out, 5.1, 5.9) < 0.001, "silent outro");
 }
+
+#[test]
+fn hdr_pq_video_is_tone_mapped_to_sdr() {
+    let spec = RenditionSpec {
+        watermark: None,
+        ..fast()
+    };
+    let (_dir, out, report) = render(&fixture("hdr-pq.mov"), &spec);
+    assert!(report.input.hdr, "{:?}", report.input);
+    assert_eq!(report.input.color_transfer, "smpte2084");
+    let d = decode(&out);
+    assert_eq!(d.color_space, ffmpeg_next::color::Space::BT709);
+    // PQ code 128 is about 92 nits, near SDR white after tone mapping;
+    // passed through as if it were SDR it would stay at 128.
+    let [r, g, b] = picture_at(&out, 0.5).rgb(640, 360);
+    assert!(r > 145 && r.abs_diff(g) < 6 && g.abs_diff(b) < 6, "got {:?}", [r, g, b]);
+}

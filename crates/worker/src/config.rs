@@ -326,7 +326,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Apply the database migrations before starting.
-    #[arg(long, env = "RUN_MIGRATIONS")]
+    #[arg(long, env = "RUN_MIGRATIONS", help_heading = "Worker")]
     pub migrate: bool,
     #[command(flatten)]
     pub worker: WorkerArgs,
