@@ -131,8 +131,10 @@ def main():
 
     rows = {r.split("\t")[0]: r.split("\t")[1:] for r in
             psql(base, run_id, "SELECT id, status, attempts, coalesce(processed_key, '') FROM videos").splitlines()}
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_REGION"])
+    s3 = session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
+    sqs = session.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"])
     completions = collections.Counter()
     for path in logs:
         with open(path) as f:

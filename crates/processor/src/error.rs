@@ -200,5 +200,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// An unexpected FFmpeg failure while doing `stage` to `path`, with
+    /// FFmpeg's last words on this thread.
+    pub(crate) fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Error {
+        Error::Internal {
+            path: path.to_owned(),
+            stage,
+            source,
+            log: crate::fflog::recent(),
+        }
+    }
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -245,7 +245,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     let ctx = unsafe {
         let mut ps = ffi::avformat_alloc_context();
         if ps.is_null() {
-            return Err(internal(
+            return Err(Error::internal(
                 path,
                 "allocating the demuxer",
                 ffmpeg_next::Error::Other { errno: libc::ENOMEM },
@@ -334,15 +334,6 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     Ok(opened)
 }
 
-fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Error {
-    Error::Internal {
-        path: path.to_owned(),
-        stage,
-        source,
-        log: fflog::recent(),
-    }
-}
-
 /// Maps a failed open or stream identification to the error a person needs.
 fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, max_streams: u32, ret: c_int) -> Error {
     if let Err(stop) = budget.check() {
@@ -380,7 +371,7 @@ fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, max_s
             path: path.to_owned(),
             reason: format!("its header asks for more memory than allowed{}", fflog::recent()),
         },
-        other => internal(path, "opening the input", other),
+        other => Error::internal(path, "opening the input", other),
     }
 }
 

@@ -328,7 +328,7 @@ fn open_video_decoder(
     })?;
     let codec = input::check_video_codec(path, stream.parameters().id())?;
     let mut ctx = codec::Context::from_parameters(stream.parameters())
-        .map_err(|e| internal(path, "reading the stream parameters", e))?;
+        .map_err(|e| Error::internal(path, "reading the stream parameters", e))?;
     ctx.set_threading(codec::threading::Config {
         kind: codec::threading::Type::Frame,
         count: threads as usize,
@@ -348,17 +348,8 @@ fn open_video_decoder(
                 path: path.clone(),
                 reason: format!("cannot start the {} decoder: {e}{}", codec.name(), fflog::recent()),
             },
-            other => internal(path, "opening the video decoder", other),
+            other => Error::internal(path, "opening the video decoder", other),
         })
-}
-
-fn internal(path: &Path, stage: &'static str, source: ffmpeg_next::Error) -> Error {
-    Error::Internal {
-        path: path.to_owned(),
-        stage,
-        source,
-        log: fflog::recent(),
-    }
 }
 
 /// What happened to one decoded frame.
@@ -890,7 +881,7 @@ fn write_error(output: &Path, stage: &'static str, e: ffmpeg_next::Error) -> Err
                 source: io::Error::from_raw_os_error(errno),
             }
         }
-        other => internal(output, stage, other),
+        other => Error::internal(output, stage, other),
     }
 }
 
@@ -941,7 +932,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 }
                 if let Err(e) = main.video.send_packet(&packet) {
                     if !matches!(e, ffmpeg_next::Error::InvalidData) && !is_again_or_eof(&e) {
-                        return Err(internal(&self.input, "decoding video", e));
+                        return Err(Error::internal(&self.input, "decoding video", e));
                     }
                     main.decode_errors += 1;
                 }
@@ -1000,17 +991,17 @@ impl<P: FnMut(Progress)> Run<'_, P> {
         let end = main.timeline.end();
         graph
             .close(pad::MAIN_V, Some(end))
-            .map_err(|e| internal(&main.input.path, "ending the video", e))?;
+            .map_err(|e| Error::internal(&main.input.path, "ending the video", e))?;
         if with_audio {
             graph
                 .close(pad::MAIN_A, None)
-                .map_err(|e| internal(&main.input.path, "ending the audio", e))?;
+                .map_err(|e| Error::internal(&main.input.path, "ending the audio", e))?;
         }
         self.drain()?;
         self.feed_clip("outro")?;
         self.drain()?;
         if !self.done_v {
-            return Err(internal(
+            return Err(Error::internal(
                 &self.input,
                 "finishing the filter graph",
                 ffmpeg_next::Error::Bug,
@@ -1022,7 +1013,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
     fn graph_mut(&mut self) -> Result<&mut Graph> {
         self.graph
             .as_mut()
-            .ok_or_else(|| internal(&self.input, "building the filter graph", ffmpeg_next::Error::Bug))
+            .ok_or_else(|| Error::internal(&self.input, "building the filter graph", ffmpeg_next::Error::Bug))
     }
 
     /// Takes every frame the video decoder has ready into the graph.
@@ -1035,7 +1026,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                     main.decode_errors += 1;
                     continue;
                 }
-                Err(e) => return Err(internal(&self.input, "decoding video", e)),
+                Err(e) => return Err(Error::internal(&self.input, "decoding video", e)),
             }
             self.budget.check_for(&self.input)?;
             match main.admit(frame)? {
@@ -1048,7 +1039,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             }
             self.graph_mut()?
                 .push(pad::MAIN_V, frame)
-                .map_err(|e| internal(&main.input.path, "filtering video", e))?;
+                .map_err(|e| Error::internal(&main.input.path, "filtering video", e))?;
             // Audio decoded before time zero was known can go in now.
             let early: Vec<frame::Audio> = main
                 .audio
@@ -1105,7 +1096,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
         }
         self.graph_mut()?
             .push(pad::MAIN_A, frame)
-            .map_err(|e| internal(&main.input.path, "filtering audio", e))
+            .map_err(|e| Error::internal(&main.input.path, "filtering audio", e))
     }
 
     /// Builds the graph from the first main frame (its real size and
@@ -1161,7 +1152,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             source: e,
             log: format!(" [{}]{}", self.plan.description(), fflog::recent()),
         })?;
-        let fail = |e| internal(&main.input.path, "feeding the stills", e);
+        let fail = |e| Error::internal(&main.input.path, "feeding the stills", e);
         if let Some(wm) = &assets.watermark {
             graph.push(pad::WATERMARK, wm).map_err(fail)?;
             graph.close(pad::WATERMARK, None).map_err(fail)?;
@@ -1201,7 +1192,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 Admit::Use => {
                     self.graph_mut()?
                         .push(&src, &f)
-                        .map_err(|e| internal(&clip.input.path, "filtering a card clip", e))?;
+                        .map_err(|e| Error::internal(&clip.input.path, "filtering a card clip", e))?;
                     self.drain()?;
                 }
             }
@@ -1209,7 +1200,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
         }
         self.graph_mut()?
             .close(&src, Some(timeline.end()))
-            .map_err(|e| internal(&clip.input.path, "ending a card clip", e))?;
+            .map_err(|e| Error::internal(&clip.input.path, "ending a card clip", e))?;
         self.drain()
     }
 
@@ -1238,7 +1229,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                     }
                     Ok(false) => {}
                     Err(ffmpeg_next::Error::Eof) => self.done_v = true,
-                    Err(e) => return Err(internal(&self.input, "filtering video", e)),
+                    Err(e) => return Err(Error::internal(&self.input, "filtering video", e)),
                 }
             }
             if self.plan.audio_end.is_some() && !self.done_a {
@@ -1249,7 +1240,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                     }
                     Ok(false) => {}
                     Err(ffmpeg_next::Error::Eof) => self.done_a = true,
-                    Err(e) => return Err(internal(&self.input, "filtering audio", e)),
+                    Err(e) => return Err(Error::internal(&self.input, "filtering audio", e)),
                 }
             }
             if !moved {
