@@ -1,11 +1,13 @@
-//! FFmpeg's log, routed into `tracing` and kept per thread so an error can
-//! quote what the library said about it.
+//! FFmpeg's process-wide settings: its log, routed into `tracing` and kept
+//! per thread so an error can quote what the library said about it, and a
+//! cap on any single allocation.
 //!
 //! FFmpeg's log callback is process-wide by nature. Its default prints to
 //! stderr, which would tear progress bars and JSON logs apart, so
-//! [`init`] replaces it once with a callback that forwards every message to
-//! `tracing` (target `ffmpeg`, level `debug`; `RUST_LOG=ffmpeg=debug` shows
-//! them) and remembers the last warnings of the calling thread. Messages
+//! [`init`] replaces it once with a callback that forwards FFmpeg's warnings
+//! and errors to `tracing` (target `ffmpeg`, level `debug`;
+//! `RUST_LOG=ffmpeg=debug` shows them) and remembers the last ones of the
+//! calling thread. Messages below warning level are not formatted at all. Messages
 //! logged from FFmpeg's own worker threads reach `tracing` but not the
 //! per-thread memory; the errors they cause come back as return codes.
 
@@ -15,6 +17,9 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Once;
 
 use ffmpeg_next::ffi;
+
+/// The largest single allocation FFmpeg may make, in bytes.
+const MAX_ALLOC: usize = 256 << 20;
 
 /// How many recent messages an error may quote.
 const KEEP: usize = 6;
@@ -36,10 +41,14 @@ pub(crate) fn init() {
         // for old FFmpeg versions; 5.1 needs neither, and the result carries
         // no information we could act on.
         let _ = ffmpeg_next::init();
-        // SAFETY: both functions only store a value in libavutil's globals.
+        // SAFETY: these functions only store values in libavutil's globals.
         unsafe {
             ffi::av_log_set_level(ffi::AV_LOG_WARNING);
             ffi::av_log_set_callback(Some(log_callback));
+            // No single allocation above 256 MiB: the largest plane of the
+            // largest accepted picture (40 Mpx at 16 bits) is 80 MB, and a
+            // hostile header must not get FFmpeg to ask for gigabytes.
+            ffi::av_max_alloc(MAX_ALLOC);
         }
     });
 }

@@ -38,7 +38,12 @@ use crate::spec::Limits;
 /// Demuxers vidworker accepts, by FFmpeg short name. Each reads one
 /// self-contained file; none follows references to other files once
 /// `io_open` is denied. MOV covers MP4, M4V, 3GP and QuickTime.
-pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "mpeg", "flv", "ivf"];
+///
+/// MPEG-PS and FLV are left out: phones do not write them, and they create
+/// their streams while probing, where per-stream decoder limits do not
+/// reach. MPEG-TS (camcorders' `.mts`) declares its streams up front; one
+/// that appears later is refused (see `open`).
+pub const ALLOWED_DEMUXERS: &[&str] = &["mov", "matroska", "avi", "mpegts", "ivf"];
 
 /// Video decoders vidworker uses, by FFmpeg decoder name.
 pub const ALLOWED_VIDEO_DECODERS: &[&str] = &[
@@ -101,6 +106,8 @@ pub(crate) struct OpenedInput {
     pub size: u64,
     /// Bytes FFmpeg has read so far.
     bytes_read: Arc<AtomicU64>,
+    /// The first operating-system read error, if any.
+    read_error: Arc<Mutex<Option<io::ErrorKind>>>,
 }
 
 /// The shared state behind `io_open`: what was asked for and refused.
@@ -148,6 +155,16 @@ impl OpenedInput {
         self.bytes_read.load(Ordering::Relaxed)
     }
 
+    /// The disk's error if reading the file failed (rather than the file
+    /// being damaged).
+    pub fn read_failure(&self) -> Option<Error> {
+        let kind = self.read_error.lock().ok().and_then(|k| *k)?;
+        Some(Error::InputIo {
+            path: self.path.clone(),
+            source: io::Error::from(kind),
+        })
+    }
+
     /// A refusal if the demuxer tried to open anything else.
     pub fn check_denied(&self) -> Result<()> {
         match self.denied_open() {
@@ -161,8 +178,9 @@ impl OpenedInput {
 }
 
 /// Opens `path` for demuxing under `limits`, with every defence listed in
-/// the module docs.
-pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<OpenedInput> {
+/// the module docs. Audio decoders may run while the streams are
+/// identified only when `audio` is set.
+pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget, audio: bool) -> Result<OpenedInput> {
     fflog::init();
     let io_err = |source: io::Error| Error::InputIo {
         path: path.to_owned(),
@@ -212,10 +230,12 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     budget.check_for(path)?;
 
     let bytes_read = Arc::new(AtomicU64::new(0));
+    let read_error = Arc::new(Mutex::new(None));
     let reader = GuardedFile {
         file,
         budget: budget.clone(),
         bytes_read: Arc::clone(&bytes_read),
+        read_error: Arc::clone(&read_error),
     };
     let mut io = StreamIo::from_read_seek_with_capacity(reader, 32 << 10).map_err(|e| Error::Internal {
         path: path.to_owned(),
@@ -231,7 +251,9 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     options.set("analyzeduration", &limits.probe_duration.as_micros().to_string());
     options.set("max_streams", &limits.max_streams.to_string());
     let mut codecs = ALLOWED_VIDEO_DECODERS.to_vec();
-    codecs.extend_from_slice(ALLOWED_AUDIO_DECODERS);
+    if audio {
+        codecs.extend_from_slice(ALLOWED_AUDIO_DECODERS);
+    }
     options.set("codec_whitelist", &codecs.join(","));
     // MOV data references can point at other files; they are off by default
     // in FFmpeg and io_open is denied anyway. Say so explicitly.
@@ -258,8 +280,9 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         let mut opts = options.disown();
         let ret = ffi::avformat_open_input(&mut ps, c"".as_ptr(), iformat, &mut opts);
         Dictionary::own(opts);
+        let failed = |ret| classify_open_error(path, budget, &denied, &read_error, limits.max_streams, ret);
         if ret < 0 {
-            return Err(classify_open_error(path, budget, &denied, limits.max_streams, ret));
+            return Err(failed(ret));
         }
         let input = Input::wrap_with_custom_io(ps, io);
         let nb = (*ps).nb_streams as usize;
@@ -271,23 +294,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         }
         // A header may declare a picture no decoder should allocate
         // (a decompression bomb): refuse it before anything is decoded.
-        for i in 0..nb {
-            let par = (**(*ps).streams.add(i)).codecpar;
-            let (w, h) = (
-                i64::from((*par).width).max(0) as u64,
-                i64::from((*par).height).max(0) as u64,
-            );
-            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO && w * h > limits.max_pixels {
-                return Err(Error::LimitExceeded {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "the header declares {w}x{h}, {:.1} Mpx per frame, more than the {:.1} Mpx limit",
-                        (w * h) as f64 / 1e6,
-                        limits.max_pixels as f64 / 1e6
-                    ),
-                });
-            }
-        }
+        check_declared_pixels(path, ps, limits)?;
         // Decoders opened while identifying streams must refuse absurd
         // pictures before allocating them.
         let max_pixels = limits.max_pixels.to_string();
@@ -302,8 +309,23 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
             Dictionary::own(d);
         }
         if ret < 0 {
-            return Err(classify_open_error(path, budget, &denied, limits.max_streams, ret));
+            return Err(failed(ret));
         }
+        // Formats without a header (MPEG-TS) may add streams while they are
+        // identified, and FFmpeg opens decoders for those without our
+        // options, so without `max_pixels` (the allocation cap set in
+        // `fflog::init` still bounds them). A video stream that appears
+        // only mid-file is not something a camera writes: refuse it.
+        for i in nb..(*ps).nb_streams as usize {
+            let par = (**(*ps).streams.add(i)).codecpar;
+            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO {
+                return Err(Error::Refused {
+                    path: path.to_owned(),
+                    reason: "a video stream appears only after the start of the file".into(),
+                });
+            }
+        }
+        check_declared_pixels(path, ps, limits)?;
         input
     };
     let opened = OpenedInput {
@@ -312,6 +334,7 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
         path: path.to_owned(),
         size,
         bytes_read,
+        read_error,
     };
     opened.check_denied()?;
     // AVI subtitles (GAB2 chunks) are handed to a nested demuxer: the path
@@ -334,10 +357,53 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget) -> Result<Open
     Ok(opened)
 }
 
+/// Refuses a video stream whose declared picture is over the pixel limit.
+///
+/// # Safety
+/// `ps` must be an open format context.
+unsafe fn check_declared_pixels(path: &Path, ps: *const ffi::AVFormatContext, limits: &Limits) -> Result<()> {
+    // SAFETY: the caller guarantees an open context; its streams array holds
+    // nb_streams valid streams with valid codec parameters.
+    unsafe {
+        for i in 0..(*ps).nb_streams as usize {
+            let par = (**(*ps).streams.add(i)).codecpar;
+            let (w, h) = (
+                i64::from((*par).width).max(0) as u64,
+                i64::from((*par).height).max(0) as u64,
+            );
+            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO && w * h > limits.max_pixels {
+                return Err(Error::LimitExceeded {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "the header declares {w}x{h}, {:.1} Mpx per frame, more than the {:.1} Mpx limit",
+                        (w * h) as f64 / 1e6,
+                        limits.max_pixels as f64 / 1e6
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Maps a failed open or stream identification to the error a person needs.
-fn classify_open_error(path: &Path, budget: &Budget, denied: &DeniedOpens, max_streams: u32, ret: c_int) -> Error {
+fn classify_open_error(
+    path: &Path,
+    budget: &Budget,
+    denied: &DeniedOpens,
+    read_error: &Mutex<Option<io::ErrorKind>>,
+    max_streams: u32,
+    ret: c_int,
+) -> Error {
     if let Err(stop) = budget.check() {
         return stop.into_error(path);
+    }
+    // The disk failed under a good file: not the file's fault.
+    if let Some(kind) = read_error.lock().ok().and_then(|k| *k) {
+        return Error::InputIo {
+            path: path.to_owned(),
+            source: io::Error::from(kind),
+        };
     }
     if let Some(url) = denied.0.lock().ok().and_then(|v| v.first().cloned()) {
         return Error::Refused {
@@ -390,9 +456,10 @@ unsafe extern "C" fn deny_io_open(
         unsafe { CStr::from_ptr(url) }.to_string_lossy().into_owned()
     };
     tracing::warn!(target: "ffmpeg", url, "refused a request to open another file");
-    // SAFETY: `opaque` is either null or the `DeniedOpens` installed by
-    // `open`, which outlives the context. Nested contexts that copied the
-    // callback but not the opaque pointer have a null opaque.
+    // SAFETY: the only context this callback is installed on is the one
+    // `open` makes, whose `opaque` is the `DeniedOpens` that outlives it.
+    // (None of the allowed demuxers copies `io_open` into a nested context;
+    // a null opaque is still handled.)
     unsafe {
         if !s.is_null() {
             let denied = (*s).opaque.cast::<DeniedOpens>();
@@ -490,7 +557,7 @@ fn check_demuxer(path: &Path, name: &str) -> Result<()> {
     Err(Error::Refused {
         path: path.to_owned(),
         reason: format!(
-            "{what} is not an accepted video container (accepted: MP4/MOV, Matroska/WebM, AVI, MPEG-TS/PS, FLV, IVF)"
+            "{what} is not an accepted video container (accepted: MP4/MOV, Matroska/WebM, AVI, MPEG-TS, IVF)"
         ),
     })
 }
@@ -501,6 +568,9 @@ struct GuardedFile {
     file: File,
     budget: Budget,
     bytes_read: Arc<AtomicU64>,
+    /// The first error the operating system gave, to tell a failing disk
+    /// from a damaged file.
+    read_error: Arc<Mutex<Option<io::ErrorKind>>>,
 }
 
 impl GuardedFile {
@@ -514,9 +584,18 @@ impl GuardedFile {
 impl Read for GuardedFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.check()?;
-        let n = self.file.read(buf)?;
-        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                if let Ok(mut first) = self.read_error.lock() {
+                    first.get_or_insert(e.kind());
+                }
+                Err(e)
+            }
+        }
     }
 }
 

@@ -184,10 +184,8 @@ pub(crate) struct VideoFacts {
     pub audio_index: Option<usize>,
     pub time_base: Rational,
     pub transform: Transform,
-    /// When the container's duration can be trusted to detect truncation
-    /// (not an estimate from the bit rate).
-    pub duration_is_exact: bool,
-    /// The video stream's own declared duration, if any.
+    /// The video stream's own declared duration, when the container
+    /// states it (not an estimate from the bit rate).
     pub video_duration: Option<Duration>,
 }
 
@@ -210,7 +208,7 @@ pub fn probe(path: &Path) -> Result<MediaInfo> {
 pub fn probe_with(path: &Path, limits: &Limits, cancel: &CancelFlag) -> Result<MediaInfo> {
     crate::fflog::clear();
     let budget = Budget::new(cancel, limits.timeout);
-    let input = input::open(path, limits, &budget)?;
+    let input = input::open(path, limits, &budget, false)?;
     Ok(describe(&input, limits)?.info)
 }
 
@@ -307,15 +305,14 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
             (*p).duration_estimation_method == ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE,
         )
     };
+    let stream_duration = (stream.duration() > 0).then(|| {
+        let tb = stream.time_base();
+        Duration::from_secs_f64(stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
+    });
     let duration = if container_duration > 0 {
         Some(Duration::from_micros(container_duration as u64))
-    } else if stream.duration() > 0 {
-        let tb = stream.time_base();
-        Some(Duration::from_secs_f64(
-            stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()),
-        ))
     } else {
-        None
+        stream_duration
     };
 
     let audio_index = input.best_audio_stream();
@@ -352,11 +349,7 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
         audio_index,
         time_base: stream.time_base(),
         transform,
-        duration_is_exact: duration.is_some() && !estimated,
-        video_duration: (stream.duration() > 0 && !estimated).then(|| {
-            let tb = stream.time_base();
-            Duration::from_secs_f64(stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
-        }),
+        video_duration: stream_duration.filter(|_| !estimated),
     })
 }
 
@@ -397,8 +390,14 @@ fn display_matrix(stream: &ffmpeg_next::format::stream::Stream<'_>) -> Option<[i
 }
 
 pub(crate) fn pix_fmt_name(fmt: i32) -> String {
-    // SAFETY: FFmpeg returns null or a static NUL-terminated string for any
-    // value; the cast only reinterprets the integer as the enum FFmpeg uses.
+    // The value comes from the file's parameters: only a valid variant may
+    // become the Rust enum.
+    if !(0..ffi::AVPixelFormat::AV_PIX_FMT_NB as i32).contains(&fmt) {
+        return "unknown".to_owned();
+    }
+    // SAFETY: `fmt` is one of the enum's values (checked above; FFmpeg's
+    // pixel formats are numbered 0..NB without gaps), and FFmpeg returns null
+    // or a static NUL-terminated string.
     unsafe {
         let name = ffi::av_get_pix_fmt_name(std::mem::transmute::<i32, ffi::AVPixelFormat>(fmt));
         if name.is_null() {

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::ffi::{CStr, c_char};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::ptr;
 use std::time::{Duration, Instant};
 
 use ffmpeg_next::{Dictionary, Packet, Rational, Rescale, codec, decoder, encoder, ffi, format, frame, picture};
@@ -111,7 +112,7 @@ pub fn process(
     let decode_errors = run.execute(&mut main)?;
     let frames = sink.frames;
     let has_audio = sink.audio.is_some();
-    sink.pad_audio(rate)?;
+    sink.finish_audio(rate)?;
     sink.finish()?;
     drop(sink);
 
@@ -295,13 +296,9 @@ fn plan(spec: &RenditionSpec, facts: &VideoFacts, assets: &Assets, rate: Fractio
             },
         })
     };
-    // The audio stops where the video does, so cards after it stay in sync:
-    // at the cap, or at the video stream's declared end when that is sooner.
-    let audio_end = (spec.keep_audio && facts.audio_index.is_some()).then(|| {
-        facts
-            .video_duration
-            .map_or(spec.max_duration, |d| d.min(spec.max_duration))
-    });
+    // The transcoder cuts the audio where the decoded video ends; the graph
+    // also stops it at the cap.
+    let audio_end = (spec.keep_audio && facts.audio_index.is_some()).then_some(spec.max_duration);
     Ok(Plan {
         out_w: w,
         out_h: h,
@@ -396,12 +393,13 @@ impl Timeline {
 
     /// Decides what to do with a decoded frame and rebases its timestamp.
     fn admit(&mut self, frame: &mut frame::Video) -> Admit {
-        let ts = frame
-            .timestamp()
-            .or(frame.pts())
-            .unwrap_or_else(|| self.origin.unwrap_or(0) + self.last.map_or(0, |l| l + self.default_duration));
+        let ts = frame.timestamp().or(frame.pts()).unwrap_or_else(|| {
+            let next = self.last.map_or(0, |l| l.saturating_add(self.default_duration));
+            self.origin.unwrap_or(0).saturating_add(next)
+        });
         let origin = *self.origin.get_or_insert(ts);
-        let rel = ts - origin;
+        // Timestamps are the file's word: hostile values must not overflow.
+        let rel = ts.saturating_sub(origin);
         if rel < 0 || self.last.is_some_and(|last| rel <= last) {
             return Admit::Skip;
         }
@@ -409,7 +407,11 @@ impl Timeline {
             return Admit::PastEnd;
         }
         let d = frame.packet().duration;
-        self.last_duration = if d > 0 { d } else { self.default_duration };
+        self.last_duration = if d > 0 {
+            d.min(self.default_duration.saturating_mul(10))
+        } else {
+            self.default_duration
+        };
         self.last = Some(rel);
         self.frames += 1;
         frame.set_pts(Some(rel));
@@ -420,7 +422,8 @@ impl Timeline {
     /// past the limit. Closing a source there tells the frame-rate filter
     /// how long the last frame lasts.
     fn end(&self) -> i64 {
-        self.last.map_or(0, |l| (l + self.last_duration).min(self.limit))
+        self.last
+            .map_or(0, |l| l.saturating_add(self.last_duration).min(self.limit))
     }
 
     fn seconds(&self, ts: i64) -> f64 {
@@ -447,12 +450,24 @@ struct AudioIn {
     time_base: Rational,
     /// Frames decoded before the first video frame fixed time zero.
     early: VecDeque<frame::Audio>,
+    /// Rebased frames waiting for the video to pass them: audio goes into
+    /// the graph only up to where the video has got, so it can be cut
+    /// exactly where the video ends.
+    held: VecDeque<frame::Audio>,
     done: bool,
+}
+
+/// Frames of audio kept while waiting, at most (about 20 s at 48 kHz).
+const AUDIO_BACKLOG: usize = 1000;
+
+/// Where an audio frame starts, in seconds (after rebasing).
+fn audio_start(frame: &frame::Audio) -> f64 {
+    frame.pts().unwrap_or(0) as f64 / f64::from(frame.rate().max(1))
 }
 
 impl MainSource {
     fn open(path: &Path, spec: &RenditionSpec, budget: &Budget) -> Result<Self> {
-        let input = input::open(path, &spec.limits, budget)?;
+        let input = input::open(path, &spec.limits, budget, spec.keep_audio)?;
         let facts = probe::describe(&input, &spec.limits)?;
         let mut input = input;
         let video = open_video_decoder(&input, &facts, spec.threads, spec.limits.max_pixels)?;
@@ -533,7 +548,7 @@ impl MainSource {
         };
         let pts = pts.rescale(audio.time_base, sample_tb);
         let zero = origin.rescale(self.facts.time_base, sample_tb);
-        frame.set_pts(Some(pts - zero));
+        frame.set_pts(Some(pts.saturating_sub(zero)));
         true
     }
 }
@@ -555,6 +570,7 @@ fn open_audio(input: &OpenedInput, index: usize) -> Option<AudioIn> {
             decoder,
             time_base: stream.time_base(),
             early: VecDeque::new(),
+            held: VecDeque::new(),
             done: false,
         }),
         Err(e) => {
@@ -576,7 +592,7 @@ struct Clip {
 
 impl Clip {
     fn open(path: &Path, spec: &RenditionSpec, budget: &Budget) -> Result<Self> {
-        let input = input::open(path, &spec.limits, budget)?;
+        let input = input::open(path, &spec.limits, budget, false)?;
         let facts = probe::describe(&input, &spec.limits)?;
         let decoder = open_video_decoder(&input, &facts, spec.threads, spec.limits.max_pixels)?;
         let mut clip = Clip {
@@ -634,8 +650,10 @@ struct Muxer {
     video_tb: Rational,
     audio: Option<(encoder::Audio, usize, Rational)>,
     frames: u64,
-    /// Audio samples written.
+    /// Audio samples encoded.
     samples: u64,
+    /// Audio waiting for a whole AAC frame, per channel.
+    pending: [Vec<f32>; 2],
     /// The final output path, for error messages.
     output: PathBuf,
 }
@@ -736,6 +754,7 @@ impl Muxer {
             audio,
             frames: 0,
             samples: 0,
+            pending: [Vec::new(), Vec::new()],
             output: output.to_owned(),
         })
     }
@@ -778,18 +797,52 @@ impl Muxer {
         }
     }
 
-    fn write_audio(&mut self, frame: &mut frame::Audio) -> Result<()> {
-        let Some((enc, _, _)) = self.audio.as_mut() else {
+    /// Queues the graph's audio (planar float stereo) and encodes it in
+    /// whole AAC frames.
+    fn write_audio(&mut self, frame: &frame::Audio) -> Result<()> {
+        if self.audio.is_none() {
             return Ok(());
-        };
-        // The graph's audio is continuous (resampled with gap filling, cards
-        // padded with silence), so the n-th sample is at n, whatever time
-        // base the concat filter used.
-        frame.set_pts(Some(self.samples as i64));
-        self.samples += frame.samples() as u64;
-        enc.send_frame(frame)
-            .map_err(|e| write_error(&self.output, "encoding audio", e))?;
-        self.drain_audio()
+        }
+        let n = frame.samples();
+        for (ch, queue) in self.pending.iter_mut().enumerate() {
+            queue.extend_from_slice(&frame.plane::<f32>(ch)[..n]);
+        }
+        self.encode_pending(false)
+    }
+
+    /// Encodes queued audio: every whole AAC frame, and with `all` the
+    /// short last one too. The graph's audio is continuous (resampled with
+    /// gap filling, cards padded with silence), so the n-th sample is at n,
+    /// whatever time base the concat filter used.
+    fn encode_pending(&mut self, all: bool) -> Result<()> {
+        let size = graph::AAC_FRAME as usize;
+        loop {
+            let available = self.pending[0].len();
+            let n = if available >= size {
+                size
+            } else if all && available > 0 {
+                available
+            } else {
+                return Ok(());
+            };
+            let mut f = frame::Audio::new(
+                format::Sample::F32(format::sample::Type::Planar),
+                n,
+                ffmpeg_next::ChannelLayout::STEREO,
+            );
+            f.set_rate(graph::AUDIO_RATE);
+            for (ch, queue) in self.pending.iter_mut().enumerate() {
+                f.plane_mut::<f32>(ch)[..n].copy_from_slice(&queue[..n]);
+                queue.drain(..n);
+            }
+            f.set_pts(Some(self.samples as i64));
+            self.samples += n as u64;
+            if let Some((enc, _, _)) = self.audio.as_mut() {
+                enc.send_frame(&f)
+                    .map_err(|e| write_error(&self.output, "encoding audio", e))?;
+            }
+            self.drain_audio()?;
+        }
     }
 
     fn drain_audio(&mut self) -> Result<()> {
@@ -813,29 +866,21 @@ impl Muxer {
         }
     }
 
-    /// Pads the audio with silence up to the end of the video. The concat
-    /// filter pads every segment but the last, and a source's audio may
-    /// simply end early; players then show a frozen clock or drift.
-    fn pad_audio(&mut self, rate: Fraction) -> Result<()> {
+    /// Makes the audio exactly as long as the video: silence where it ends
+    /// early (the concat filter pads every segment but the last, and a
+    /// source's audio may simply stop), cut where it runs on. Players
+    /// otherwise show a frozen clock or drift.
+    fn finish_audio(&mut self, rate: Fraction) -> Result<()> {
         if self.audio.is_none() {
             return Ok(());
         }
         let target =
             (self.frames as u128 * u128::from(graph::AUDIO_RATE) * u128::from(rate.den) / u128::from(rate.num)) as u64;
-        while self.samples < target {
-            let n = (target - self.samples).min(u64::from(graph::AAC_FRAME)) as usize;
-            let mut silence = frame::Audio::new(
-                format::Sample::F32(format::sample::Type::Planar),
-                n,
-                ffmpeg_next::ChannelLayout::STEREO,
-            );
-            silence.set_rate(graph::AUDIO_RATE);
-            for plane in 0..silence.planes() {
-                silence.data_mut(plane).fill(0);
-            }
-            self.write_audio(&mut silence)?;
+        let wanted = target.saturating_sub(self.samples) as usize;
+        for queue in &mut self.pending {
+            queue.resize(wanted, 0.0);
         }
-        Ok(())
+        self.encode_pending(true)
     }
 
     /// Flushes the encoders and writes the index.
@@ -918,6 +963,9 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 Err(e) => {
                     self.budget.check_for(&self.input)?;
                     main.input.check_denied()?;
+                    if let Some(disk) = main.input.read_failure() {
+                        return Err(disk);
+                    }
                     read_error = Some(e);
                     break;
                 }
@@ -926,14 +974,12 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 main.decode_errors += 1;
             }
             let index = packet.stream();
-            if index == main.facts.video_index {
-                if main.video_done {
-                    continue;
-                }
-                if let Err(e) = main.video.send_packet(&packet) {
-                    if !matches!(e, ffmpeg_next::Error::InvalidData) && !is_again_or_eof(&e) {
-                        return Err(Error::internal(&self.input, "decoding video", e));
-                    }
+            if index == main.facts.video_index && !main.video_done {
+                // A packet the decoder rejects is damage: count it and go on
+                // (the file fails as corrupt if nothing decodes at all).
+                if let Err(e) = main.video.send_packet(&packet)
+                    && !is_again_or_eof(&e)
+                {
                     main.decode_errors += 1;
                 }
                 self.receive_video(main, &mut frame)?;
@@ -986,9 +1032,14 @@ impl<P: FnMut(Progress)> Run<'_, P> {
         }
         check_truncation(main, read_error.as_ref())?;
 
+        // The audio stops where the video stops.
+        let end = main.timeline.end();
+        self.release_audio(main, Some(main.timeline.seconds(end)))?;
+        if let Some(a) = main.audio.as_mut() {
+            a.held.clear();
+        }
         let with_audio = main.audio.is_some() && self.plan.audio_end.is_some();
         let graph = self.graph_mut()?;
-        let end = main.timeline.end();
         graph
             .close(pad::MAIN_V, Some(end))
             .map_err(|e| Error::internal(&main.input.path, "ending the video", e))?;
@@ -1022,11 +1073,11 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             match main.video.receive_frame(frame) {
                 Ok(()) => {}
                 Err(e) if is_again_or_eof(&e) => return Ok(()),
-                Err(ffmpeg_next::Error::InvalidData) => {
+                // Damage: counted; the next packet may decode again.
+                Err(_) => {
                     main.decode_errors += 1;
-                    continue;
+                    return Ok(());
                 }
-                Err(e) => return Err(Error::internal(&self.input, "decoding video", e)),
             }
             self.budget.check_for(&self.input)?;
             match main.admit(frame)? {
@@ -1036,19 +1087,21 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             }
             if self.graph.is_none() {
                 self.start_graph(main, frame)?;
+                // Audio decoded before time zero was known can be placed now.
+                let early: Vec<frame::Audio> = main
+                    .audio
+                    .as_mut()
+                    .map(|a| a.early.drain(..).collect())
+                    .unwrap_or_default();
+                for a in early {
+                    self.hold_audio(main, a);
+                }
             }
+            let now = main.timeline.seconds(frame.pts().unwrap_or(0));
             self.graph_mut()?
                 .push(pad::MAIN_V, frame)
                 .map_err(|e| Error::internal(&main.input.path, "filtering video", e))?;
-            // Audio decoded before time zero was known can go in now.
-            let early: Vec<frame::Audio> = main
-                .audio
-                .as_mut()
-                .map(|a| a.early.drain(..).collect())
-                .unwrap_or_default();
-            for mut a in early {
-                self.push_audio(main, &mut a)?;
-            }
+            self.release_audio(main, Some(now))?;
             self.drain()?;
         }
     }
@@ -1065,38 +1118,65 @@ impl<P: FnMut(Progress)> Run<'_, P> {
                 Err(e) if is_again_or_eof(&e) => return Ok(()),
                 Err(_) => {
                     main.decode_errors += 1;
-                    continue;
+                    return Ok(());
                 }
             }
             if self.graph.is_none() {
-                // Time zero is not known yet; keep a bounded backlog.
-                if a.early.len() < 2000 {
-                    a.early.push_back(frame.clone());
+                // Time zero is not known yet: keep the newest frames, the
+                // ones nearest to it.
+                if a.early.len() >= AUDIO_BACKLOG {
+                    a.early.pop_front();
                 }
+                a.early.push_back(frame.clone());
                 continue;
             }
-            let mut f = frame.clone();
-            self.push_audio(main, &mut f)?;
+            self.hold_audio(main, frame.clone());
         }
     }
 
-    fn push_audio(&mut self, main: &mut MainSource, frame: &mut frame::Audio) -> Result<()> {
-        if self.plan.audio_end.is_none() || !main.rebase_audio(frame) {
-            return Ok(());
+    /// Rebases a decoded audio frame and queues it until the video has
+    /// reached it. Audio past the end of the video is not needed: once a
+    /// frame starts there, the audio is done.
+    fn hold_audio(&mut self, main: &mut MainSource, mut frame: frame::Audio) {
+        if self.plan.audio_end.is_none() || !main.rebase_audio(&mut frame) {
+            return;
         }
-        // Audio past the cap is not needed; once the audio is two seconds
-        // past it, stop decoding it.
-        let rate = f64::from(frame.rate().max(1));
-        let at = frame.pts().unwrap_or(0) as f64 / rate;
-        if let Some(a) = main.audio.as_mut()
-            && at > self.plan.audio_end.map_or(f64::MAX, |d| d.as_secs_f64()) + 2.0
-        {
+        let video_end = main.video_done.then(|| main.timeline.seconds(main.timeline.end()));
+        let Some(a) = main.audio.as_mut() else { return };
+        if video_end.is_some_and(|end| audio_start(&frame) >= end) {
             a.done = true;
-            return Ok(());
+            return;
         }
-        self.graph_mut()?
-            .push(pad::MAIN_A, frame)
-            .map_err(|e| Error::internal(&main.input.path, "filtering audio", e))
+        a.held.push_back(frame);
+    }
+
+    /// Moves held audio into the graph: frames that start before `until`
+    /// seconds (the video's position), or every frame when the backlog is
+    /// full. With `until` at the video's end, later frames are dropped.
+    fn release_audio(&mut self, main: &mut MainSource, until: Option<f64>) -> Result<()> {
+        let Some(until) = until else { return Ok(()) };
+        loop {
+            let Some(a) = main.audio.as_mut() else { return Ok(()) };
+            let due = a
+                .held
+                .front()
+                .is_some_and(|f| audio_start(f) < until || a.held.len() > AUDIO_BACKLOG);
+            if !due {
+                return Ok(());
+            }
+            let Some(frame) = a.held.pop_front() else { return Ok(()) };
+            if let Err(e) = self.graph_mut()?.push(pad::MAIN_A, &frame) {
+                // FFmpeg 5.1 cannot take audio whose format changes midway
+                // (a TS capture switching channels): the audio is optional,
+                // so the rest of the rendition is silent rather than failed.
+                tracing::warn!(path = %main.input.path.display(), error = %e, "the audio changed format midway; the rest of the rendition is silent");
+                if let Some(a) = main.audio.as_mut() {
+                    a.done = true;
+                    a.held.clear();
+                }
+                return Ok(());
+            }
+        }
     }
 
     /// Builds the graph from the first main frame (its real size and
@@ -1235,7 +1315,7 @@ impl<P: FnMut(Progress)> Run<'_, P> {
             if self.plan.audio_end.is_some() && !self.done_a {
                 match graph.pull(pad::OUT_A, &mut af) {
                     Ok(true) => {
-                        self.sink.write_audio(&mut af)?;
+                        self.sink.write_audio(&af)?;
                         moved = true;
                     }
                     Ok(false) => {}
@@ -1253,10 +1333,9 @@ impl<P: FnMut(Progress)> Run<'_, P> {
 /// A file that ends long before its declared duration is truncated: the
 /// viewer would get a fraction of the clip, so it fails instead.
 fn check_truncation(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) -> Result<()> {
-    if main.video_done || !main.facts.duration_is_exact {
-        return Ok(());
-    }
-    let Some(declared) = main.facts.info.duration else {
+    // Compared with the video stream's own duration: the container's spans
+    // every stream, and audio may rightly outlast the video.
+    let Some(declared) = main.facts.video_duration.filter(|_| !main.video_done) else {
         return Ok(());
     };
     let t = &main.timeline;
@@ -1268,7 +1347,7 @@ fn check_truncation(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) 
         return Err(Error::Corrupt {
             path: main.input.path.clone(),
             reason: format!(
-                "only {got:.2} s of the declared {:.2} s could be decoded{cause}{}",
+                "only {got:.2} s of the video's declared {:.2} s could be decoded{cause}{}",
                 declared.as_secs_f64(),
                 fflog::recent()
             ),
@@ -1301,7 +1380,13 @@ fn audio_source_args(sample: Option<&frame::Audio>, decoder: &decoder::Audio) ->
                 )
             }
         };
-        let fmt_name = ffi::av_get_sample_fmt_name(std::mem::transmute::<i32, ffi::AVSampleFormat>(fmt));
+        // Only a valid variant may become the Rust enum (sample formats are
+        // numbered 0..NB without gaps).
+        let fmt_name = if (0..ffi::AVSampleFormat::AV_SAMPLE_FMT_NB as i32).contains(&fmt) {
+            ffi::av_get_sample_fmt_name(std::mem::transmute::<i32, ffi::AVSampleFormat>(fmt))
+        } else {
+            ptr::null()
+        };
         let fmt_name = if fmt_name.is_null() {
             "fltp".to_owned()
         } else {

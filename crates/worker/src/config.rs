@@ -373,7 +373,7 @@ pub struct WorkerArgs {
     pub temp_dir: Option<PathBuf>,
     /// How long a job waits for S3 or PostgreSQL to come back before it is
     /// handed back for a later retry, in seconds.
-    #[arg(long, env = "OUTAGE_PATIENCE", default_value_t = 600, value_name = "SECONDS")]
+    #[arg(long, env = "OUTAGE_PATIENCE", default_value_t = 3600, value_name = "SECONDS")]
     pub outage_patience: u64,
     /// This worker's name in the database's `claimed_by` [default:
     /// hostname:pid].
@@ -426,9 +426,10 @@ impl WorkerArgs {
                 self.visibility_timeout
             )));
         }
-        if self.receive_wait > 20 {
+        if !(1..=20).contains(&self.receive_wait) {
+            // 0 would make an idle worker poll SQS in a tight loop.
             return Err(ConfigError(format!(
-                "RECEIVE_WAIT_SECONDS {} is above SQS's 20",
+                "RECEIVE_WAIT_SECONDS {} is outside 1 to 20",
                 self.receive_wait
             )));
         }

@@ -24,7 +24,7 @@
 //!     receive_wait: std::time::Duration::from_secs(20),
 //!     shutdown_grace: std::time::Duration::from_secs(90),
 //!     retry_backoff: std::time::Duration::from_secs(10),
-//!     outage_patience: std::time::Duration::from_secs(600),
+//!     outage_patience: std::time::Duration::from_secs(3600),
 //!     originals_prefix: "originals/".into(),
 //!     processed_prefix: "processed/".into(),
 //!     temp_dir: std::env::temp_dir(),

@@ -166,14 +166,16 @@ impl Queue {
         Ok(info)
     }
 
-    /// Long-polls for up to `max` messages (1 to 10).
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+    /// Long-polls for up to `max` messages (1 to 10), each hidden for
+    /// `visibility` from now (whatever the queue's default is).
+    pub async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Received>, QueueError> {
         let out = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .visibility_timeout(visibility.as_secs().min(MAX_VISIBILITY.as_secs()) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
             .send()

@@ -8,6 +8,7 @@
 //! it; the claim's fencing token means a worker whose lease ran out cannot
 //! overwrite the outcome of the one that took over.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +71,9 @@ pub struct Worker {
     queue: Queue,
     max_receives: u32,
     stats: Arc<Stats>,
+    /// This process's directory under the temp dir; each job makes its own
+    /// inside it.
+    work_root: PathBuf,
 }
 
 /// Why a running job was told to stop.
@@ -117,7 +121,13 @@ impl Worker {
     /// else from the queue's redrive policy (read by [`Worker::start`]).
     pub fn new(settings: WorkerSettings, db: Db, storage: Storage, queue: Queue) -> Self {
         let max_receives = settings.max_receives.unwrap_or(3);
+        // Named after the process, so a later worker can tell whether its
+        // owner is still alive; unique per worker within the process.
+        let work_root = settings
+            .temp_dir
+            .join(format!("vidworker-{}-{}", std::process::id(), Uuid::new_v4().simple()));
         Worker {
+            work_root,
             settings,
             db,
             storage,
@@ -130,6 +140,7 @@ impl Worker {
     /// Checks the database, the queue and the bucket, naming the one that
     /// fails, and adopts the queue's receive limit when none was configured.
     pub async fn start(mut self) -> Result<Self, String> {
+        self.prepare_work_root()?;
         self.db.check().await?;
         let info = self.queue.inspect().await.map_err(|e| e.to_string())?;
         self.storage.check().await.map_err(|e| e.to_string())?;
@@ -155,6 +166,48 @@ impl Worker {
             "worker ready"
         );
         Ok(self)
+    }
+
+    /// Makes this process's private working directory, and removes those
+    /// of worker processes that died without cleaning up (kill -9, OOM),
+    /// which may hold gigabytes of originals.
+    fn prepare_work_root(&self) -> Result<(), String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let temp = &self.settings.temp_dir;
+        if let Ok(entries) = std::fs::read_dir(temp) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("vidworker-")) else {
+                    continue;
+                };
+                let Ok(pid) = rest.split('-').next().unwrap_or_default().parse::<u32>() else {
+                    continue;
+                };
+                let alive = Path::new("/proc").join(pid.to_string()).exists();
+                if !alive {
+                    match std::fs::remove_dir_all(entry.path()) {
+                        Ok(()) => {
+                            tracing::info!(dir = %entry.path().display(), "removed the files of a worker that died")
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove a dead worker's files")
+                        }
+                    }
+                }
+            }
+        }
+        let made = std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.work_root)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            });
+        made.and_then(|()| std::fs::set_permissions(&self.work_root, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("working directory {}: {e}", self.work_root.display()))
     }
 
     /// The job counters.
@@ -184,12 +237,17 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            // A receive in flight is allowed to complete: what it brings
-            // after a shutdown signal is handed back at once.
-            let received = tokio::select! {
-                r = this.queue.receive(permits.len(), this.settings.receive_wait) => r,
-                () = shutdown.intake().cancelled() => break,
-            };
+            // A receive in flight is allowed to complete (at most the long
+            // poll): what it brings after a shutdown signal is handed back
+            // at once rather than left hidden for a whole timeout.
+            let received = this
+                .queue
+                .receive(
+                    permits.len(),
+                    this.settings.receive_wait,
+                    this.settings.visibility_timeout,
+                )
+                .await;
             let messages = match received {
                 Ok(m) => {
                     backoff = Duration::from_secs(1);
@@ -237,6 +295,9 @@ impl Worker {
                 tracker.wait().await;
             }
         }
+        if let Err(e) = std::fs::remove_dir_all(&this.work_root) {
+            tracing::debug!(error = %e, "cannot remove the working directory");
+        }
         let s = &this.stats;
         tracing::info!(
             processed = s.processed.load(Ordering::Relaxed),
@@ -245,6 +306,8 @@ impl Worker {
             duplicates = s.duplicates.load(Ordering::Relaxed),
             dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
             released = s.released.load(Ordering::Relaxed),
+            busy = s.busy.load(Ordering::Relaxed),
+            receive_errors = s.receive_errors.load(Ordering::Relaxed),
             "worker stopped"
         );
         Arc::clone(&this.stats)
@@ -290,26 +353,30 @@ impl Worker {
                 Err(why) => {
                     events::dead_lettered(&msg.message_id, &why);
                     Stats::bump(&self.stats.dead_lettered);
-                    if let Err(e) = self.queue.dead_letter(&msg, &format!("malformed message: {why}")).await {
-                        tracing::error!(error = %e, "cannot move a malformed message to the dead-letter queue; it will be received again");
-                    }
+                    self.dead_letter(&msg, &format!("malformed message: {why}")).await;
                     return;
                 }
             };
             tracing::Span::current().record("video_id", tracing::field::display(video_id));
+            if msg.receive_count > self.max_receives {
+                // Our give-up already happened (the row says why) and the
+                // queue did not take the message away: no redrive policy, or
+                // a larger maxReceiveCount. Do not start again.
+                let why = format!(
+                    "received {} times, more than the limit of {}",
+                    msg.receive_count, self.max_receives
+                );
+                events::dead_lettered(&msg.message_id, &why);
+                Stats::bump(&self.stats.dead_lettered);
+                self.dead_letter(&msg, &why).await;
+                return;
+            }
 
             // From here on the message is kept hidden, even while we wait
             // out an outage before the claim.
             let stop = JobStop::default();
             let claimed = Arc::new(Mutex::new(None));
-            let keeper_done = CancellationToken::new();
-            let keeper = tokio::spawn(Arc::clone(&self).heartbeat(
-                msg.clone(),
-                video_id,
-                Arc::clone(&claimed),
-                stop.clone(),
-                keeper_done.clone(),
-            ));
+            let mut keeper = Keeper::start(Arc::clone(&self), &msg, video_id, &claimed, &stop);
             let on_abort = {
                 let stop = stop.clone();
                 tokio::spawn(async move {
@@ -319,18 +386,24 @@ impl Worker {
                     }
                 })
             };
-            self.claim_and_work(&msg, video_id, &claimed, &stop).await;
-            // The keeper finishes any call it has in flight, so no extension
-            // lands after the message's final change.
-            keeper_done.cancel();
-            let _ = keeper.await;
+            self.claim_and_work(&msg, video_id, &claimed, &stop, &mut keeper).await;
+            keeper.stop().await;
             on_abort.abort();
         }
         .instrument(span)
         .await;
     }
 
-    async fn claim_and_work(&self, msg: &Received, video_id: Uuid, claimed: &Mutex<Option<Uuid>>, stop: &JobStop) {
+    /// Claims the video, does the work, and settles the message. Every path
+    /// stops the keeper before its final change to the message.
+    async fn claim_and_work(
+        &self,
+        msg: &Received,
+        video_id: Uuid,
+        claimed: &Mutex<Option<Uuid>>,
+        stop: &JobStop,
+        keeper: &mut Keeper,
+    ) {
         let claim = self
             .patiently("claim the video", stop, || {
                 self.db.claim(
@@ -352,12 +425,14 @@ impl Worker {
             Ok(Claim::AlreadyProcessed) => {
                 events::duplicate(video_id);
                 Stats::bump(&self.stats.duplicates);
+                keeper.stop().await;
                 self.delete(msg).await;
                 return;
             }
             Ok(Claim::Unknown) => {
                 events::unknown_video(video_id);
                 Stats::bump(&self.stats.failed);
+                keeper.stop().await;
                 self.delete(msg).await;
                 return;
             }
@@ -367,6 +442,7 @@ impl Worker {
                 let delay = remaining + Duration::from_secs(5);
                 events::busy(video_id, delay);
                 Stats::bump(&self.stats.busy);
+                keeper.stop().await;
                 self.set_visibility(msg, delay).await;
                 return;
             }
@@ -379,6 +455,7 @@ impl Worker {
                 };
                 events::retry(video_id, &e.to_string(), delay, msg.receive_count);
                 Stats::bump(&self.stats.retried);
+                keeper.stop().await;
                 self.set_visibility(msg, delay).await;
                 return;
             }
@@ -387,7 +464,8 @@ impl Worker {
             *c = Some(token);
         }
         let started = Instant::now();
-        let result = self.work(video_id, &original_key, stop).await;
+        let result = self.work(video_id, &original_key, token, stop).await;
+        keeper.stop().await;
         // A stop request explains whatever failure it caused.
         let result = match (result, stop.error()) {
             (Err(_), Some(reason)) => Err(reason),
@@ -427,7 +505,13 @@ impl Worker {
 
     /// Download, transcode and upload, in a private directory that is
     /// removed whatever happens.
-    async fn work(&self, video_id: Uuid, original_key: &str, stop: &JobStop) -> Result<Produced, JobError> {
+    async fn work(
+        &self,
+        video_id: Uuid,
+        original_key: &str,
+        token: Uuid,
+        stop: &JobStop,
+    ) -> Result<Produced, JobError> {
         let prefix = &self.settings.originals_prefix;
         if !original_key.starts_with(prefix.as_str()) || original_key.contains("..") {
             return Err(JobError::ForeignKey {
@@ -438,21 +522,20 @@ impl Worker {
         // Mode 0700: other users of the machine cannot read uploads or
         // renditions (tempfile's default would follow the umask).
         let dir = tempfile::Builder::new()
-            .prefix("vidworker-job-")
+            .prefix("job-")
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&self.settings.temp_dir)
+            .tempdir_in(&self.work_root)
             .map_err(JobError::WorkDir)?;
         let original = dir.path().join("original");
         let rendition = dir.path().join("rendition.mp4");
         let limit = self.settings.spec.limits.max_input_bytes;
-        let original_bytes = self
-            .patiently("download the original", stop, || {
-                self.storage.download(original_key, &original, limit)
-            })
-            .await?;
-        if let Some(e) = stop.error() {
-            return Err(e);
-        }
+        let download = self.patiently("download the original", stop, || {
+            self.storage.download(original_key, &original, limit)
+        });
+        let original_bytes = tokio::select! {
+            r = download => r?,
+            () = stop.token.cancelled() => return Err(stop.error().unwrap_or(JobError::Shutdown)),
+        };
         tracing::debug!(bytes = original_bytes, "original downloaded");
 
         let flag = CancelFlag::new();
@@ -499,14 +582,28 @@ impl Worker {
             Err(join) => return Err(JobError::Crashed(join.to_string())),
         };
 
-        let key = format!("{}{video_id}.mp4", self.settings.processed_prefix);
-        self.patiently("upload the rendition", stop, || {
-            self.storage.upload(&rendition, &key, "video/mp4")
-        })
-        .await?;
-        if let Some(e) = stop.error() {
-            return Err(e);
+        // Only the holder of the claim writes the rendition: a worker whose
+        // lease ran out while it transcoded must not overwrite the object
+        // of the one that took over.
+        let still_ours = self
+            .patiently("confirm the claim", stop, || {
+                self.db
+                    .renew_lease(video_id, token, lease(self.settings.visibility_timeout))
+            })
+            .await?;
+        if !still_ours {
+            return Err(JobError::ClaimLost);
         }
+        let key = format!("{}{video_id}.mp4", self.settings.processed_prefix);
+        let upload = self.patiently("upload the rendition", stop, || {
+            self.storage.upload(&rendition, &key, "video/mp4")
+        });
+        tokio::select! {
+            r = upload => r?,
+            () = stop.token.cancelled() => return Err(stop.error().unwrap_or(JobError::Shutdown)),
+        }
+        // From here a stop request no longer matters: recording the outcome
+        // takes milliseconds, while handing it back would redo the job.
         drop(dir);
         Ok(Produced {
             report,
@@ -668,6 +765,14 @@ impl Worker {
         Duration::from_secs_f64((base * jitter).min(MAX_RETRY_DELAY.as_secs_f64()))
     }
 
+    /// Moves a message to the dead-letter queue (or, without one, logs it
+    /// whole and deletes it).
+    async fn dead_letter(&self, msg: &Received, why: &str) {
+        if let Err(e) = self.queue.dead_letter(msg, why).await {
+            tracing::error!(error = %e, "cannot move a message to the dead-letter queue; it will be received again");
+        }
+    }
+
     async fn delete(&self, msg: &Received) {
         if let Err(e) = self.queue.delete(&msg.receipt).await {
             // The work is recorded; a redelivery finds it done and deletes.
@@ -678,6 +783,39 @@ impl Worker {
     async fn set_visibility(&self, msg: &Received, timeout: Duration) {
         if let Err(e) = self.queue.set_visibility(&msg.receipt, timeout).await {
             tracing::warn!(error = %e, "cannot change the message's visibility; it reappears after its timeout");
+        }
+    }
+}
+
+/// The task that keeps a job's message hidden and its lease alive.
+struct Keeper {
+    done: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Keeper {
+    fn start(
+        worker: Arc<Worker>,
+        msg: &Received,
+        video_id: Uuid,
+        claimed: &Arc<Mutex<Option<Uuid>>>,
+        stop: &JobStop,
+    ) -> Self {
+        let done = CancellationToken::new();
+        let handle =
+            tokio::spawn(worker.heartbeat(msg.clone(), video_id, Arc::clone(claimed), stop.clone(), done.clone()));
+        Keeper {
+            done,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the heartbeat and waits for any call it has in flight, so no
+    /// extension lands after the message's final change. Idempotent.
+    async fn stop(&mut self) {
+        self.done.cancel();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
         }
     }
 }

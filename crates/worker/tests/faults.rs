@@ -52,6 +52,11 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_video_made_once() {
     assert_eq!(info.duration, Some(Duration::from_secs(30)));
     assert_eq!(stack.queue_total().await, 0);
     assert!(stack.dead_letters().await.is_empty());
+    assert!(
+        stack.leftover_job_dirs().is_empty(),
+        "the new worker removed the killed one's files: {:?}",
+        stack.leftover_job_dirs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,10 +73,7 @@ async fn sigterm_lets_a_running_job_finish_then_exits_cleanly() {
         })
         .await;
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(stack.work_dir.path().join(&dirs[0]))
-        .expect("job dir")
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(&dirs[0]).expect("job dir").permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     worker.signal(libc::SIGTERM);
     let code = worker.wait(LIMIT);
@@ -163,12 +165,17 @@ async fn a_duplicate_message_makes_one_rendition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_always_fails_transiently_ends_failed_in_the_dead_letter_queue() {
     let stack = Stack::start(Duration::from_secs(30)).await;
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    // Every attempt fails the same transient way: the worker's directory
+    // turns into a file, so no job directory can be made in it.
+    for entry in std::fs::read_dir(stack.work_dir.path()).expect("work dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with("vidworker-") {
+            std::fs::remove_dir_all(entry.path()).expect("remove");
+            std::fs::write(entry.path(), b"not a directory").expect("block");
+        }
+    }
     let id = stack.submit("gray-720p.mp4").await;
     let body = format!(r#"{{"video_id":"{id}"}}"#);
-    let mut settings = stack.settings(1);
-    // Every attempt fails the same transient way: no working directory.
-    settings.temp_dir = stack.work_dir.path().join("missing");
-    let worker = stack.spawn_worker(settings).await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let dead = stack
         .wait_for(LIMIT, "the message in the dead-letter queue", || async {
@@ -281,4 +288,84 @@ async fn a_video_abandoned_on_its_last_attempt_is_swept_to_failed() {
         })
         .await;
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_with_a_short_default_timeout_does_not_expose_a_running_job() {
+    // Someone shortened the queue's own visibility timeout to 1 s; the
+    // worker hides what it receives for its own VISIBILITY_TIMEOUT anyway.
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    stack
+        .clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&stack.queue_url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "1")
+        .send()
+        .await
+        .expect("set attributes");
+    let id = stack.submit(SLOW).await;
+    let a = stack.spawn_worker(stack.settings(1)).await;
+    let b = stack.spawn_worker(stack.settings(1)).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let (a, b) = (a.stop().await, b.stop().await);
+    assert_eq!(rows[0].status, "processed");
+    assert_eq!(rows[0].attempts, 1);
+    assert_eq!(
+        a.busy.load(Relaxed) + b.busy.load(Relaxed) + a.duplicates.load(Relaxed) + b.duplicates.load(Relaxed),
+        0,
+        "the message was never delivered a second time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_queue_a_failing_job_stops_at_the_limit() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    // A bare queue: no redrive policy, so SQS would deliver forever.
+    let bare = stack
+        .clients
+        .sqs
+        .create_queue()
+        .queue_name("bare-jobs")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let id = uuid::Uuid::new_v4();
+    stack
+        .db
+        .insert_pending(id, &format!("originals/{id}.mp4"))
+        .await
+        .expect("row");
+    let original = fixture("gray-720p.mp4");
+    stack
+        .storage
+        .upload(&original, &format!("originals/{id}.mp4"), "video/mp4")
+        .await
+        .expect("upload");
+    let queue = worker::queue::Queue::new(stack.clients.sqs.clone(), &bare);
+    queue.send(&format!(r#"{{"video_id":"{id}"}}"#)).await.expect("send");
+
+    let mut settings = stack.settings(1);
+    settings.max_receives = Some(2);
+    settings.temp_dir = stack.work_dir.path().join("missing");
+    let worker = worker::runner::Worker::new(settings, stack.db.clone(), stack.storage.clone(), queue);
+    // The missing directory is the point: start() would refuse it, so run
+    // the loop directly.
+    let shutdown = worker::shutdown::Shutdown::new();
+    let handle = tokio::spawn(worker.run(shutdown.clone()));
+    stack
+        .wait_for(LIMIT, "the message gone", || async {
+            (stack.depth_of(&bare).await == (0, 0, 0)).then_some(())
+        })
+        .await;
+    shutdown.stop_intake();
+    let stats = handle.await.expect("worker");
+    let row = stack.row(id).await;
+    assert_eq!(row.status, "failed");
+    assert_eq!(row.attempts, 2, "exactly MAX_RECEIVES attempts");
+    assert!(row.error.unwrap_or_default().starts_with("gave up after 2 attempts"));
+    assert_eq!(stats.dead_lettered.load(Relaxed), 1, "logged and deleted, not looped");
 }

@@ -237,13 +237,24 @@ impl Stack {
         info
     }
 
-    /// Job directories still present under the work dir.
-    pub fn leftover_job_dirs(&self) -> Vec<String> {
-        std::fs::read_dir(self.work_dir.path())
+    /// Job directories still present under the work dir (each worker
+    /// process keeps its jobs in `vidworker-<pid>-…/job-…`).
+    pub fn leftover_job_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for worker in std::fs::read_dir(self.work_dir.path())
             .expect("read work dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("vidworker-job-"))
-            .collect()
+            .flatten()
+        {
+            if !worker.file_name().to_string_lossy().starts_with("vidworker-") {
+                continue;
+            }
+            for job in std::fs::read_dir(worker.path()).into_iter().flatten().flatten() {
+                if job.file_name().to_string_lossy().starts_with("job-") {
+                    dirs.push(job.path());
+                }
+            }
+        }
+        dirs
     }
 
     /// The environment the real binary needs to run against this stack.
