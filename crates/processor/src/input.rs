@@ -426,6 +426,11 @@ fn classify_open_error(
         // Reading a header allocates what the header asks for; a demand
         // FFmpeg refuses comes from a damaged or hostile file, not from a
         // machine short of memory (which would not fail this politely).
+        // A feature FFmpeg does not implement: no retry will change that.
+        ffmpeg_next::Error::PatchWelcome => Error::Corrupt {
+            path: path.to_owned(),
+            reason: format!("it uses a feature FFmpeg does not implement{}", fflog::recent()),
+        },
         // FFmpeg reports too many streams as out of memory.
         ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM && fflog::recent().contains("max_streams") => {
             Error::LimitExceeded {
