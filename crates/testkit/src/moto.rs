@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::process::{self, Readiness};
+use crate::process;
 use crate::{free_port, repo_root};
 
 /// How long moto may take to answer after it is spawned.
@@ -128,31 +128,18 @@ impl Moto {
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir.path());
         }
-        let mut server = process::spawn_tied(cmd, None)?;
-
+        let server = process::spawn_tied(cmd, None)?;
         let port = self.port;
-        let readiness = process::wait_ready(&mut server, START_TIMEOUT, || {
-            http_get_status(port, "/moto-api/").is_ok_and(|status| status == 200)
-        });
-        let failure = match readiness {
-            Ok(Readiness::Ready) => {
-                self.server = Some(server);
-                return Ok(());
-            }
-            Ok(Readiness::Exited(status)) => format!("exited during start-up ({status})"),
-            Ok(Readiness::TimedOut) => {
-                format!("did not answer GET /moto-api/ within {START_TIMEOUT:?}")
-            }
-            Err(err) => format!("could not be watched: {err}"),
-        };
-        // Best effort: the error below matters more than a failed kill.
-        let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
-        Err(io::Error::other(format!(
-            "moto ({}) on 127.0.0.1:{port} {failure}; last lines of {}:\n{}",
-            self.program.display(),
-            log_path.display(),
-            process::log_tail(&log_path, 20)
-        )))
+        let what = format!("moto ({}) on 127.0.0.1:{port}", self.program.display());
+        self.server = Some(process::await_ready(
+            server,
+            &what,
+            "answer GET /moto-api/",
+            START_TIMEOUT,
+            &log_path,
+            || http_get_status(port, "/moto-api/").is_ok_and(|status| status == 200),
+        )?);
+        Ok(())
     }
 
     fn port_was_taken(&self) -> bool {

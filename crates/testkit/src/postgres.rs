@@ -10,7 +10,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::free_port;
-use crate::process::{self, Account, Readiness};
+use crate::process::{self, Account};
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,29 +258,21 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let mut server = process::spawn_tied(cmd, self.run_as)?;
-
+        let server = process::spawn_tied(cmd, self.run_as)?;
         let (bin, port) = (self.bin.clone(), self.port);
-        let readiness = process::wait_ready(&mut server, START_TIMEOUT, || is_ready(&bin, port));
-        let failure = match readiness {
-            Ok(Readiness::Ready) => {
-                self.server = Some(server);
-                return Ok(());
-            }
-            Ok(Readiness::Exited(status)) => format!("exited during start-up ({status})"),
-            Ok(Readiness::TimedOut) => {
-                format!("did not accept connections within {START_TIMEOUT:?}")
-            }
-            Err(err) => format!("could not be watched: {err}"),
-        };
-        // Best effort: the error below matters more than a failed kill.
-        let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
-        Err(io::Error::other(format!(
-            "PostgreSQL ({}) on 127.0.0.1:{port} {failure}; last lines of {}:\n{}",
-            self.bin.join("postgres").display(),
-            log_path.display(),
-            process::log_tail(&log_path, 20)
-        )))
+        let what = format!(
+            "PostgreSQL ({}) on 127.0.0.1:{port}",
+            self.bin.join("postgres").display()
+        );
+        self.server = Some(process::await_ready(
+            server,
+            &what,
+            "accept connections",
+            START_TIMEOUT,
+            &log_path,
+            || is_ready(&bin, port),
+        )?);
+        Ok(())
     }
 
     fn port_was_taken(&self) -> bool {

@@ -214,6 +214,32 @@ pub(crate) fn wait_ready(
     }
 }
 
+/// Waits for a freshly spawned server to answer. On failure the server is
+/// killed and the error names it (`what`), says what it did not do in time
+/// (`expected`, e.g. "accept connections") and quotes its log.
+pub(crate) fn await_ready(
+    mut server: Child,
+    what: &str,
+    expected: &str,
+    timeout: Duration,
+    log: &Path,
+    ready: impl FnMut() -> bool,
+) -> io::Result<Child> {
+    let failure = match wait_ready(&mut server, timeout, ready) {
+        Ok(Readiness::Ready) => return Ok(server),
+        Ok(Readiness::Exited(status)) => format!("exited during start-up ({status})"),
+        Ok(Readiness::TimedOut) => format!("did not {expected} within {timeout:?}"),
+        Err(err) => format!("could not be watched: {err}"),
+    };
+    // Best effort: the error below matters more than a failed kill.
+    let _ = terminate(&mut server, libc::SIGKILL, Duration::ZERO);
+    Err(io::Error::other(format!(
+        "{what} {failure}; last lines of {}:\n{}",
+        log.display(),
+        log_tail(log, 20)
+    )))
+}
+
 /// Opens a server's log for writing: emptied for a fresh start, appended to
 /// for a restart so the history stays readable.
 pub(crate) fn open_log(path: &Path, fresh: bool) -> io::Result<File> {
