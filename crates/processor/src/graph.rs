@@ -21,8 +21,6 @@ use crate::spec::{Corner, Fit, Watermark};
 
 /// Sample rate of the AAC audio we write.
 pub(crate) const AUDIO_RATE: u32 = 48_000;
-/// Samples per AAC frame.
-pub(crate) const AAC_FRAME: u32 = 1024;
 
 /// How one video source (the main video or a card clip) is brought to the
 /// output frame.
@@ -400,11 +398,6 @@ impl Graph {
             parser.parse(&description)?;
         }
         g.validate()?;
-        if plan.audio_end.is_some()
-            && let Some(mut sink) = g.get(pad::OUT_A)
-        {
-            sink.sink().set_frame_size(AAC_FRAME);
-        }
         Ok(Graph { inner: g })
     }
 

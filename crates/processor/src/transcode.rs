@@ -18,6 +18,10 @@ use crate::input::{self, OpenedInput};
 use crate::probe::{self, Fraction, MediaInfo, VideoFacts};
 use crate::spec::{CardContent, Image, RenditionSpec};
 
+/// Samples per AAC frame: the muxer queues the graph's audio and encodes it
+/// in frames of exactly this size.
+const AAC_FRAME: usize = 1024;
+
 /// What a finished transcode produced and what it cost.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
@@ -815,7 +819,7 @@ impl Muxer {
     /// gap filling, cards padded with silence), so the n-th sample is at n,
     /// whatever time base the concat filter used.
     fn encode_pending(&mut self, all: bool) -> Result<()> {
-        let size = graph::AAC_FRAME as usize;
+        let size = AAC_FRAME;
         loop {
             let available = self.pending[0].len();
             let n = if available >= size {

@@ -147,11 +147,6 @@ impl Db {
         })
     }
 
-    /// The database's URL without its password.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// Checks, on a connection of its own so the real cause of a failure
     /// shows (not a pool timeout), that the server answers and the `videos`
     /// table exists. The message names the database.

@@ -76,8 +76,6 @@ pub struct Received {
 /// What the queue itself says about its configuration.
 #[derive(Clone, Debug, Default)]
 pub struct QueueInfo {
-    /// The queue's default visibility timeout.
-    pub visibility_timeout: Option<Duration>,
     /// The redrive policy's receive limit, if a dead-letter queue is set.
     pub max_receive_count: Option<u32>,
     /// The dead-letter queue's ARN.
@@ -136,13 +134,7 @@ impl Queue {
             .await
             .map_err(|e| self.error("read its attributes", e))?;
         let attrs = attrs.attributes().cloned().unwrap_or_default();
-        let mut info = QueueInfo {
-            visibility_timeout: attrs
-                .get(&QueueAttributeName::VisibilityTimeout)
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_secs),
-            ..QueueInfo::default()
-        };
+        let mut info = QueueInfo::default();
         if let Some(policy) = attrs.get(&QueueAttributeName::RedrivePolicy) {
             let policy: serde_json::Value = serde_json::from_str(policy).unwrap_or_default();
             info.max_receive_count = match &policy["maxReceiveCount"] {

@@ -210,11 +210,6 @@ impl Worker {
             .map_err(|e| format!("working directory {}: {e}", self.work_root.display()))
     }
 
-    /// The job counters.
-    pub fn stats(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
-    }
-
     /// Runs until `shutdown` stops intake, then lets running jobs finish
     /// within the grace period, cancels the rest and hands them back.
     pub async fn run(self, shutdown: Shutdown) -> Arc<Stats> {

@@ -200,22 +200,26 @@ pub fn picture_at(path: &Path, secs: f64) -> Picture {
         .video()
         .expect("decoder");
     let mut f = frame::Video::empty();
-    for (stream, packet) in ictx.packets() {
-        if stream.index() != index {
-            continue;
-        }
-        dec.send_packet(&packet).expect("decodes");
-        while dec.receive_frame(&mut f).is_ok() {
+    // Drains the decoder; true once a frame at or after `secs` is in `f`.
+    let reached = |dec: &mut ffmpeg_next::decoder::Video, f: &mut frame::Video| {
+        while dec.receive_frame(f).is_ok() {
             if f.timestamp().unwrap_or(0) as f64 * tb >= secs - 1e-6 {
+                return true;
+            }
+        }
+        false
+    };
+    for (stream, packet) in ictx.packets() {
+        if stream.index() == index {
+            dec.send_packet(&packet).expect("decodes");
+            if reached(&mut dec, &mut f) {
                 return Picture(f);
             }
         }
     }
     dec.send_eof().expect("eof");
-    while dec.receive_frame(&mut f).is_ok() {
-        if f.timestamp().unwrap_or(0) as f64 * tb >= secs - 1e-6 {
-            return Picture(f);
-        }
+    if reached(&mut dec, &mut f) {
+        return Picture(f);
     }
     panic!("no frame at {secs} s in {}", path.display());
 }
