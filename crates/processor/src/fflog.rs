@@ -11,12 +11,14 @@
 //! logged from FFmpeg's own worker threads reach `tracing` but not the
 //! per-thread memory; the errors they cause come back as return codes.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Once;
 
-use ffmpeg_next::ffi;
+use crate::ffi;
+
+/// FFmpeg's warning level: messages at it or worse are kept for errors.
+const AV_LOG_WARNING: i32 = ffmpeg_next::ffi::AV_LOG_WARNING;
 
 /// The largest single allocation FFmpeg may make, in bytes.
 const MAX_ALLOC: usize = 256 << 20;
@@ -28,8 +30,6 @@ thread_local! {
     static RECENT: RefCell<VecDeque<String>> = const { RefCell::new(VecDeque::new()) };
     /// FFmpeg builds some lines in several calls; the pieces wait here.
     static PARTIAL: RefCell<String> = const { RefCell::new(String::new()) };
-    /// Whether the next piece starts a line (FFmpeg's `print_prefix`).
-    static AT_LINE_START: Cell<c_int> = const { Cell::new(1) };
 }
 
 /// Initialises FFmpeg and installs the log bridge. Idempotent and cheap after
@@ -41,15 +41,10 @@ pub(crate) fn init() {
         // for old FFmpeg versions; 5.1 needs neither, and the result carries
         // no information we could act on.
         let _ = ffmpeg_next::init();
-        // SAFETY: these functions only store values in libavutil's globals.
-        unsafe {
-            ffi::av_log_set_level(ffi::AV_LOG_WARNING);
-            ffi::av_log_set_callback(Some(log_callback));
-            // No single allocation above 256 MiB: the largest plane of the
-            // largest accepted picture (40 Mpx at 16 bits) is 80 MB, and a
-            // hostile header must not get FFmpeg to ask for gigabytes.
-            ffi::av_max_alloc(MAX_ALLOC);
-        }
+        // No single allocation above 256 MiB: the largest plane of the
+        // largest accepted picture (40 Mpx at 16 bits) is 80 MB, and a
+        // hostile header must not get FFmpeg to ask for gigabytes.
+        ffi::install_log(piece, MAX_ALLOC);
     });
 }
 
@@ -75,37 +70,14 @@ pub(crate) fn recent() -> String {
     })
 }
 
-/// The callback FFmpeg calls for every log line. It must never unwind.
-unsafe extern "C" fn log_callback(avcl: *mut c_void, level: c_int, fmt: *const c_char, args: *mut ffi::__va_list_tag) {
-    // SAFETY: reading the global level is a plain load.
-    if level > unsafe { ffi::av_log_get_level() } {
-        return;
-    }
-    let mut line = [0 as c_char; 1024];
-    let mut print_prefix = AT_LINE_START.with(Cell::get);
-    // SAFETY: FFmpeg hands us a valid format and va_list for this call; the
-    // buffer is ours and its size is passed, and the result is always
-    // NUL-terminated (truncated if needed).
-    let written = unsafe {
-        ffi::av_log_format_line2(
-            avcl,
-            level,
-            fmt,
-            args,
-            line.as_mut_ptr(),
-            line.len() as c_int,
-            &mut print_prefix,
-        )
-    };
-    AT_LINE_START.with(|c| c.set(print_prefix));
-    if written < 0 {
-        return;
-    }
-    // SAFETY: see above, the buffer is NUL-terminated.
-    let piece = unsafe { CStr::from_ptr(line.as_ptr()) }.to_string_lossy();
+/// Takes one piece of a log line from FFmpeg (see [`ffi::install_log`]):
+/// FFmpeg builds some lines in several calls, so pieces are joined until a
+/// line ends, then the line goes to `tracing` and, for warnings and worse,
+/// to the calling thread's recent messages.
+fn piece(level: i32, piece: &str) {
     let Some(text) = PARTIAL.with(|p| {
         let mut p = p.try_borrow_mut().ok()?;
-        p.push_str(&piece);
+        p.push_str(piece);
         if !p.ends_with('\n') && p.len() < 2048 {
             return None;
         }
@@ -118,7 +90,7 @@ unsafe extern "C" fn log_callback(avcl: *mut c_void, level: c_int, fmt: *const c
         return;
     }
     tracing::debug!(target: "ffmpeg", level, "{text}");
-    if level <= ffi::AV_LOG_WARNING {
+    if level <= AV_LOG_WARNING {
         let text: String = text.chars().take(300).collect();
         RECENT.with(|r| {
             if let Ok(mut r) = r.try_borrow_mut() {

@@ -22,13 +22,56 @@ use crate::spec::{Corner, Fit, Watermark};
 /// Sample rate of the AAC audio we write.
 pub(crate) const AUDIO_RATE: u32 = 48_000;
 
+/// A picture size in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Size {
+    pub w: u32,
+    pub h: u32,
+}
+
+impl Size {
+    pub(crate) const fn new(w: u32, h: u32) -> Self {
+        Size { w, h }
+    }
+
+    /// Width and height traded (a quarter turn).
+    pub(crate) const fn transposed(self) -> Self {
+        Size { w: self.h, h: self.w }
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.w, self.h)
+    }
+}
+
+/// Which card: before or after the main video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CardSlot {
+    Intro,
+    Outro,
+}
+
+impl CardSlot {
+    /// Both, in playing order.
+    pub(crate) const ALL: [CardSlot; 2] = [CardSlot::Intro, CardSlot::Outro];
+
+    /// The name used in the graph's labels and in messages.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            CardSlot::Intro => "intro",
+            CardSlot::Outro => "outro",
+        }
+    }
+}
+
 /// How one video source (the main video or a card clip) is brought to the
 /// output frame.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Fitting {
     /// Size to scale the decoded picture to, before rotation.
-    pub scale_w: u32,
-    pub scale_h: u32,
+    pub scale: Size,
     /// Rotation/mirroring applied after scaling.
     pub transform: Transform,
     pub fit: Fit,
@@ -37,43 +80,42 @@ pub(crate) struct Fitting {
 }
 
 impl Fitting {
-    /// Fits a picture shown as `display_w` x `display_h` into `out_w` x
-    /// `out_h`. Sizes are even (4:2:0) and never exceed the frame (pad) or
-    /// fall short of it (fill).
-    pub(crate) fn new(
-        display_w: u32,
-        display_h: u32,
-        out_w: u32,
-        out_h: u32,
-        fit: Fit,
-        transform: Transform,
-        tonemap: bool,
-    ) -> Self {
-        let (dw, dh) = (f64::from(display_w.max(1)), f64::from(display_h.max(1)));
-        let (ow, oh) = (f64::from(out_w), f64::from(out_h));
-        let (w, h) = match fit {
+    /// Fits a picture shown at `display` size, decoded before `transform`,
+    /// into `out`. Sizes are even (4:2:0) and never exceed the frame (pad)
+    /// or fall short of it (fill).
+    pub(crate) fn new(display: Size, out: Size, fit: Fit, transform: Transform) -> Self {
+        let (dw, dh) = (f64::from(display.w.max(1)), f64::from(display.h.max(1)));
+        let (ow, oh) = (f64::from(out.w), f64::from(out.h));
+        let shown = match fit {
             Fit::Pad => {
                 let s = (ow / dw).min(oh / dh);
-                (even_round(dw * s).clamp(2, out_w), even_round(dh * s).clamp(2, out_h))
+                Size::new(even_round(dw * s).clamp(2, out.w), even_round(dh * s).clamp(2, out.h))
             }
             Fit::Fill => {
                 let s = (ow / dw).max(oh / dh);
-                (even_ceil(dw * s).max(out_w), even_ceil(dh * s).max(out_h))
+                Size::new(even_ceil(dw * s).max(out.w), even_ceil(dh * s).max(out.h))
             }
         };
-        let (scale_w, scale_h) = if transform.swaps_axes() { (h, w) } else { (w, h) };
         Fitting {
-            scale_w,
-            scale_h,
+            scale: if transform.swaps_axes() {
+                shown.transposed()
+            } else {
+                shown
+            },
             transform,
             fit,
-            tonemap,
+            tonemap: false,
         }
     }
 
+    /// The same fitting, tone-mapping HDR to SDR when `tonemap` is set.
+    pub(crate) fn tone_mapped(self, tonemap: bool) -> Self {
+        Fitting { tonemap, ..self }
+    }
+
     /// The filter chain from a decoded picture at `rate` to an upright
-    /// `out_w` x `out_h` yuv420p BT.709 picture.
-    fn chain(&self, rate: Fraction, out_w: u32, out_h: u32) -> String {
+    /// `out`-sized yuv420p BT.709 picture.
+    fn chain(&self, rate: Fraction, out: Size) -> String {
         let mut c = format!("fps={rate}");
         if self.tonemap {
             // Scale first (cheap, keeps 10 bits), then linearise, map the
@@ -83,7 +125,7 @@ impl Fitting {
                 ",scale=w={}:h={}:flags=bicubic,format=yuv420p10le,\
                  zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,\
                  tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p",
-                self.scale_w, self.scale_h
+                self.scale.w, self.scale.h
             );
         } else {
             // One swscale pass does size, pixel format, range (full-range
@@ -91,7 +133,7 @@ impl Fitting {
             let _ = write!(
                 c,
                 ",scale=w={}:h={}:flags=bicubic:out_range=tv:out_color_matrix=bt709,format=yuv420p",
-                self.scale_w, self.scale_h
+                self.scale.w, self.scale.h
             );
         }
         if let Some(t) = self.transform.filter() {
@@ -101,10 +143,10 @@ impl Fitting {
         c.push_str(",setsar=1");
         match self.fit {
             Fit::Pad => {
-                let _ = write!(c, ",pad={out_w}:{out_h}:(ow-iw)/2:(oh-ih)/2:color=black");
+                let _ = write!(c, ",pad={}:{}:(ow-iw)/2:(oh-ih)/2:color=black", out.w, out.h);
             }
             Fit::Fill => {
-                let _ = write!(c, ",crop={out_w}:{out_h}");
+                let _ = write!(c, ",crop={}:{}", out.w, out.h);
             }
         }
         c
@@ -130,7 +172,8 @@ pub(crate) struct WatermarkPlacement {
 }
 
 impl WatermarkPlacement {
-    pub(crate) fn new(image_w: u32, image_h: u32, out_w: u32, out_h: u32, spec: &Watermark) -> Self {
+    pub(crate) fn new(image: Size, out: Size, spec: &Watermark) -> Self {
+        let (image_w, image_h, out_w, out_h) = (image.w, image.h, out.w, out.h);
         let margin = spec.margin;
         let max_w = out_w.saturating_sub(2 * margin).max(2);
         let max_h = out_h.saturating_sub(2 * margin).max(2);
@@ -161,7 +204,7 @@ impl WatermarkPlacement {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum CardPlan {
     /// An image centred on black, at this size.
-    Image { w: u32, h: u32, duration: Duration },
+    Image { size: Size, duration: Duration },
     /// A clip, fitted like the main video.
     Clip { fitting: Fitting, duration: Duration },
 }
@@ -169,12 +212,11 @@ pub(crate) enum CardPlan {
 impl CardPlan {
     /// An image card: the logo fills half the frame height; other images
     /// are fitted inside the frame.
-    pub(crate) fn image(image_w: u32, image_h: u32, out_w: u32, out_h: u32, is_logo: bool, duration: Duration) -> Self {
-        let (bw, bh) = if is_logo { (out_w, out_h / 2) } else { (out_w, out_h) };
-        let f = Fitting::new(image_w, image_h, bw, bh, Fit::Pad, Transform::Identity, false);
+    pub(crate) fn image(image: Size, out: Size, is_logo: bool, duration: Duration) -> Self {
+        let bounds = if is_logo { Size::new(out.w, out.h / 2) } else { out };
+        let f = Fitting::new(image, bounds, Fit::Pad, Transform::Identity);
         CardPlan::Image {
-            w: f.scale_w,
-            h: f.scale_h,
+            size: f.scale,
             duration,
         }
     }
@@ -183,8 +225,7 @@ impl CardPlan {
 /// The whole graph in numbers.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Plan {
-    pub out_w: u32,
-    pub out_h: u32,
+    pub out: Size,
     pub rate: Fraction,
     pub main: Fitting,
     pub watermark: Option<WatermarkPlacement>,
@@ -192,6 +233,16 @@ pub(crate) struct Plan {
     pub outro: Option<CardPlan>,
     /// Keep audio, cut at this media time.
     pub audio_end: Option<Duration>,
+}
+
+impl Plan {
+    /// The plan of one card, if the rendition has it.
+    pub(crate) fn card(&self, slot: CardSlot) -> Option<&CardPlan> {
+        match slot {
+            CardSlot::Intro => self.intro.as_ref(),
+            CardSlot::Outro => self.outro.as_ref(),
+        }
+    }
 }
 
 /// Names of the graph's endpoints.
@@ -202,9 +253,12 @@ pub(crate) mod pad {
     pub const OUT_V: &str = "out_v";
     pub const OUT_A: &str = "out_a";
 
+    use super::CardSlot;
+
     /// The source a card reads from: `<name>_img` for an image, `<name>_v`
     /// for a clip.
-    pub fn card(name: &str, clip: bool) -> String {
+    pub fn card(slot: CardSlot, clip: bool) -> String {
+        let name = slot.name();
         if clip {
             format!("{name}_v")
         } else {
@@ -216,13 +270,29 @@ pub(crate) mod pad {
 impl Plan {
     /// The libavfilter description of the graph.
     pub(crate) fn description(&self) -> String {
-        let (w, h, rate) = (self.out_w, self.out_h, self.rate);
-        let audio = self.audio_end.is_some();
-        let cards = self.intro.is_some() || self.outro.is_some();
         let mut g = String::new();
+        self.write_main(&mut g);
+        self.write_audio(&mut g);
+        for slot in CardSlot::ALL {
+            if let Some(card) = self.card(slot) {
+                self.write_card(&mut g, slot, card);
+            }
+        }
+        if self.has_cards() {
+            self.write_concat(&mut g);
+        } else if g.ends_with(';') {
+            g.pop();
+        }
+        g
+    }
 
-        // Main video.
-        let _ = write!(g, "[{}]{}", pad::MAIN_V, self.main.chain(rate, w, h));
+    fn has_cards(&self) -> bool {
+        self.intro.is_some() || self.outro.is_some()
+    }
+
+    /// The main video: fitted, then watermarked.
+    fn write_main(&self, g: &mut String) {
+        let _ = write!(g, "[{}]{}", pad::MAIN_V, self.main.chain(self.rate, self.out));
         if let Some(wm) = &self.watermark {
             let _ = write!(
                 g,
@@ -236,87 +306,83 @@ impl Plan {
                 wm.y
             );
         }
-        let main_label = if cards { "main" } else { pad::OUT_V };
-        let _ = write!(g, ",format=yuv420p[{main_label}];");
+        let label = if self.has_cards() { "main" } else { pad::OUT_V };
+        let _ = write!(g, ",format=yuv420p[{label}];");
+    }
 
-        // Main audio: resampled to a continuous 48 kHz stereo stream that
-        // starts with the first video frame and stops at the cap.
-        if let Some(end) = self.audio_end {
-            let label = if cards { "main_au" } else { pad::OUT_A };
-            let _ = write!(
-                g,
-                "[{}]aresample={AUDIO_RATE}:async=1:first_pts=0,\
-                 aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo,\
-                 atrim=end={:.6}[{label}];",
-                pad::MAIN_A,
-                end.as_secs_f64()
-            );
-        }
+    /// The main audio: resampled to a continuous 48 kHz stereo stream that
+    /// starts with the first video frame and stops at the cap.
+    fn write_audio(&self, g: &mut String) {
+        let Some(end) = self.audio_end else { return };
+        let label = if self.has_cards() { "main_au" } else { pad::OUT_A };
+        let _ = write!(
+            g,
+            "[{}]aresample={AUDIO_RATE}:async=1:first_pts=0,\
+             aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo,\
+             atrim=end={:.6}[{label}];",
+            pad::MAIN_A,
+            end.as_secs_f64()
+        );
+    }
 
-        // Cards.
-        for (name, card) in [("intro", &self.intro), ("outro", &self.outro)] {
-            let Some(card) = card else { continue };
-            match card {
-                CardPlan::Image { w: iw, h: ih, duration } => {
-                    let d = duration.as_secs_f64();
-                    let _ = write!(
-                        g,
-                        "color=c=black:s={w}x{h}:r={rate}:d={d:.6},format=yuv420p[{name}_bg];\
-                         [{src}]format=rgba,scale=w={iw}:h={ih}:flags=lanczos[{name}_fg];\
-                         [{name}_bg][{name}_fg]overlay=x=(W-w)/2:y=(H-h)/2:eof_action=repeat:format=yuv420,\
-                         setsar=1,format=yuv420p[{name}];",
-                        src = pad::card(name, false)
-                    );
-                }
-                CardPlan::Clip { fitting, duration } => {
-                    let _ = write!(
-                        g,
-                        "[{src}]{chain},trim=duration={d:.6},format=yuv420p[{name}];",
-                        src = pad::card(name, true),
-                        chain = fitting.chain(rate, w, h),
-                        d = duration.as_secs_f64()
-                    );
-                }
-            }
-            if audio {
-                // One silent sample: concat pads a segment's audio with
-                // silence to the length of its video, whatever that is.
+    /// One card: an image centred on black, or a clip fitted like the main
+    /// video; with silence when the rendition has audio.
+    fn write_card(&self, g: &mut String, slot: CardSlot, card: &CardPlan) {
+        let (out, rate, name) = (self.out, self.rate, slot.name());
+        match card {
+            CardPlan::Image { size, duration } => {
+                let d = duration.as_secs_f64();
                 let _ = write!(
                     g,
-                    "anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample=1,aformat=sample_fmts=fltp[{name}_a];"
+                    "color=c=black:s={out}:r={rate}:d={d:.6},format=yuv420p[{name}_bg];\
+                     [{src}]format=rgba,scale=w={}:h={}:flags=lanczos[{name}_fg];\
+                     [{name}_bg][{name}_fg]overlay=x=(W-w)/2:y=(H-h)/2:eof_action=repeat:format=yuv420,\
+                     setsar=1,format=yuv420p[{name}];",
+                    size.w,
+                    size.h,
+                    src = pad::card(slot, false)
+                );
+            }
+            CardPlan::Clip { fitting, duration } => {
+                let _ = write!(
+                    g,
+                    "[{src}]{chain},trim=duration={d:.6},format=yuv420p[{name}];",
+                    src = pad::card(slot, true),
+                    chain = fitting.chain(rate, out),
+                    d = duration.as_secs_f64()
                 );
             }
         }
-
-        if cards {
-            let mut n = 0;
-            for (name, present) in [
-                ("intro", self.intro.is_some()),
-                ("main", true),
-                ("outro", self.outro.is_some()),
-            ] {
-                if !present {
-                    continue;
-                }
-                n += 1;
-                let _ = write!(g, "[{name}]");
-                if audio {
-                    let a = if name == "main" {
-                        "main_au".to_owned()
-                    } else {
-                        format!("{name}_a")
-                    };
-                    let _ = write!(g, "[{a}]");
-                }
-            }
-            let _ = write!(g, "concat=n={n}:v=1:a={}[{}]", u8::from(audio), pad::OUT_V);
-            if audio {
-                let _ = write!(g, "[{}]", pad::OUT_A);
-            }
-        } else if g.ends_with(';') {
-            g.pop();
+        if self.audio_end.is_some() {
+            // One silent sample: concat pads a segment's audio with
+            // silence to the length of its video, whatever that is.
+            let _ = write!(
+                g,
+                "anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample=1,aformat=sample_fmts=fltp[{name}_a];"
+            );
         }
-        g
+    }
+
+    /// Intro, main and outro joined, video and audio together.
+    fn write_concat(&self, g: &mut String) {
+        let audio = self.audio_end.is_some();
+        let segments = [
+            self.intro.as_ref().map(|_| ("intro", "intro_a")),
+            Some(("main", "main_au")),
+            self.outro.as_ref().map(|_| ("outro", "outro_a")),
+        ];
+        let mut n = 0;
+        for (video, sound) in segments.into_iter().flatten() {
+            n += 1;
+            let _ = write!(g, "[{video}]");
+            if audio {
+                let _ = write!(g, "[{sound}]");
+            }
+        }
+        let _ = write!(g, "concat=n={n}:v=1:a={}[{}]", u8::from(audio), pad::OUT_V);
+        if audio {
+            let _ = write!(g, "[{}]", pad::OUT_A);
+        }
     }
 }
 
@@ -363,11 +429,7 @@ impl Graph {
     /// sources.
     pub(crate) fn build(plan: &Plan, sources: &[SourceSpec], threads: u32) -> Result<Self, ffmpeg_next::Error> {
         let mut g = filter::Graph::new();
-        // SAFETY: plain field write on a freshly allocated graph, before
-        // configuration.
-        unsafe {
-            (*g.as_mut_ptr()).nb_threads = threads as i32;
-        }
+        crate::ffi::set_graph_threads(&mut g, threads);
         let find = |name: &str| filter::find(name).ok_or(ffmpeg_next::Error::FilterNotFound);
         for s in sources {
             let kind = if s.audio { "abuffer" } else { "buffer" };
@@ -439,13 +501,15 @@ impl Graph {
 mod tests {
     use super::*;
 
+    const HD: Size = Size::new(1280, 720);
+
     #[test]
     fn a_portrait_phone_clip_is_pillarboxed_upright() {
         // 1920x1080 coded, rotated 90°: shown as 1080x1920.
-        let f = Fitting::new(1080, 1920, 1280, 720, Fit::Pad, Transform::Clock, false);
+        let f = Fitting::new(Size::new(1080, 1920), HD, Fit::Pad, Transform::Clock);
         // Shown as 406x720 (even), so scaled to 720x406 before the turn.
-        assert_eq!((f.scale_w, f.scale_h), (720, 406));
-        let chain = f.chain(Fraction { num: 30, den: 1 }, 1280, 720);
+        assert_eq!((f.scale.w, f.scale.h), (720, 406));
+        let chain = f.chain(Fraction { num: 30, den: 1 }, HD);
         assert!(chain.starts_with("fps=30,scale=w=720:h=406"), "{chain}");
         assert!(chain.contains("transpose=clock,setsar=1,pad=1280:720"), "{chain}");
     }
@@ -453,31 +517,28 @@ mod tests {
     #[test]
     fn anamorphic_pal_fills_the_frame_and_fill_mode_covers_it() {
         // 720x576 with SAR 64:45 is shown as 1024x576 = 16:9.
-        let f = Fitting::new(1024, 576, 1280, 720, Fit::Pad, Transform::Identity, false);
-        assert_eq!((f.scale_w, f.scale_h), (1280, 720));
+        let f = Fitting::new(Size::new(1024, 576), HD, Fit::Pad, Transform::Identity);
+        assert_eq!((f.scale.w, f.scale.h), (1280, 720));
         // A 4:3 picture in fill mode covers the width and is cropped.
-        let f = Fitting::new(640, 480, 1280, 720, Fit::Fill, Transform::Identity, false);
-        assert_eq!((f.scale_w, f.scale_h), (1280, 960));
-        assert!(
-            f.chain(Fraction { num: 25, den: 1 }, 1280, 720)
-                .ends_with("crop=1280:720")
-        );
+        let f = Fitting::new(Size::new(640, 480), HD, Fit::Fill, Transform::Identity);
+        assert_eq!((f.scale.w, f.scale.h), (1280, 960));
+        assert!(f.chain(Fraction { num: 25, den: 1 }, HD).ends_with("crop=1280:720"));
     }
 
     #[test]
     fn odd_and_tiny_sizes_stay_even_and_inside_the_frame() {
-        let f = Fitting::new(639, 359, 1280, 720, Fit::Pad, Transform::Identity, false);
-        assert_eq!(f.scale_w % 2, 0);
-        assert_eq!(f.scale_h % 2, 0);
-        assert!(f.scale_w <= 1280 && f.scale_h <= 720);
-        let f = Fitting::new(64, 64, 1280, 720, Fit::Pad, Transform::Identity, false);
-        assert_eq!((f.scale_w, f.scale_h), (720, 720));
+        let f = Fitting::new(Size::new(639, 359), HD, Fit::Pad, Transform::Identity);
+        assert_eq!(f.scale.w % 2, 0);
+        assert_eq!(f.scale.h % 2, 0);
+        assert!(f.scale.w <= 1280 && f.scale.h <= 720);
+        let f = Fitting::new(Size::new(64, 64), HD, Fit::Pad, Transform::Identity);
+        assert_eq!((f.scale.w, f.scale.h), (720, 720));
     }
 
     #[test]
     fn watermark_sits_in_its_corner_with_its_margin() {
         let spec = Watermark::default();
-        let wm = WatermarkPlacement::new(512, 512, 1280, 720, &spec);
+        let wm = WatermarkPlacement::new(Size::new(512, 512), HD, &spec);
         assert_eq!((wm.w, wm.h), (128, 128));
         assert_eq!((wm.x, wm.y), (1280 - 128 - 24, 720 - 128 - 24));
         let spec = Watermark {
@@ -486,19 +547,23 @@ mod tests {
             width_fraction: 0.25,
             ..Watermark::default()
         };
-        let wm = WatermarkPlacement::new(512, 256, 1280, 720, &spec);
+        let wm = WatermarkPlacement::new(Size::new(512, 256), HD, &spec);
         assert_eq!((wm.x, wm.y, wm.w, wm.h), (10, 10, 320, 160));
     }
 
     #[test]
     fn description_joins_cards_and_audio_with_concat() {
         let plan = Plan {
-            out_w: 1280,
-            out_h: 720,
+            out: HD,
             rate: Fraction { num: 30, den: 1 },
-            main: Fitting::new(1920, 1080, 1280, 720, Fit::Pad, Transform::Identity, false),
+            main: Fitting::new(Size::new(1920, 1080), HD, Fit::Pad, Transform::Identity),
             watermark: None,
-            intro: Some(CardPlan::image(512, 512, 1280, 720, true, Duration::from_millis(2500))),
+            intro: Some(CardPlan::image(
+                Size::new(512, 512),
+                HD,
+                true,
+                Duration::from_millis(2500),
+            )),
             outro: None,
             audio_end: Some(Duration::from_secs(30)),
         };

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use ffmpeg_next::{Packet, codec, frame};
+use ffmpeg_next::{Dictionary, Packet, codec, frame};
 
 use crate::error::{Error, Result};
 use crate::spec::Image;
@@ -54,14 +54,11 @@ pub(crate) fn decode_png(bytes: &[u8], name: &str) -> Result<frame::Video> {
     }
     let codec =
         ffmpeg_next::decoder::find(codec::Id::PNG).ok_or_else(|| invalid("this FFmpeg has no PNG decoder".into()))?;
-    let mut ctx = codec::Context::new_with_codec(codec);
-    // SAFETY: plain field write before the decoder is opened.
-    unsafe {
-        (*ctx.as_mut_ptr()).max_pixels = MAX_PNG_PIXELS;
-    }
-    let mut decoder = ctx
+    let mut options = Dictionary::new();
+    options.set("max_pixels", &MAX_PNG_PIXELS.to_string());
+    let mut decoder = codec::Context::new_with_codec(codec)
         .decoder()
-        .open_as(codec)
+        .open_as_with(codec, options)
         .and_then(|d| d.video())
         .map_err(|e| invalid(format!("cannot open the PNG decoder: {e}")))?;
     let packet = Packet::copy(bytes);

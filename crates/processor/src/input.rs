@@ -18,20 +18,20 @@
 //! 6. Stream count, probe size and per-frame pixels are bounded before any
 //!    decoder allocates a picture.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ffi::{c_int, c_void};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use ffmpeg_next::ffi;
 use ffmpeg_next::format::context::{Input, StreamIo};
+use ffmpeg_next::format::stream::Disposition;
 use ffmpeg_next::{Dictionary, media};
 
 use crate::control::Budget;
 use crate::error::{Error, Result};
+use crate::ffi::{self, DeniedOpens};
 use crate::fflog;
 use crate::spec::Limits;
 
@@ -110,10 +110,6 @@ pub(crate) struct OpenedInput {
     read_error: Arc<Mutex<Option<io::ErrorKind>>>,
 }
 
-/// The shared state behind `io_open`: what was asked for and refused.
-#[derive(Default)]
-struct DeniedOpens(Mutex<Vec<String>>);
-
 impl OpenedInput {
     /// The first file the input tried to open besides itself, if any.
     pub fn denied_open(&self) -> Option<String> {
@@ -126,21 +122,11 @@ impl OpenedInput {
         self.ctx
             .streams()
             .filter(|s| s.parameters().medium() == media::Type::Video)
-            .filter(|s| {
-                !s.disposition()
-                    .contains(ffmpeg_next::format::stream::Disposition::ATTACHED_PIC)
-            })
+            .filter(|s| !s.disposition().contains(Disposition::ATTACHED_PIC))
             .max_by_key(|s| {
-                // SAFETY: the parameters pointer of a stream of an open input
-                // is valid for the input's lifetime.
-                let (w, h) = unsafe {
-                    let p = s.parameters().as_ptr();
-                    ((*p).width.max(0) as u64, (*p).height.max(0) as u64)
-                };
-                let default = s
-                    .disposition()
-                    .contains(ffmpeg_next::format::stream::Disposition::DEFAULT);
-                (default, w * h)
+                let p = ffi::picture_params(&s.parameters());
+                let default = s.disposition().contains(Disposition::DEFAULT);
+                (default, u64::from(p.width) * u64::from(p.height))
             })
             .map(|s| s.index())
     }
@@ -168,65 +154,29 @@ impl OpenedInput {
     /// A refusal if the demuxer tried to open anything else.
     pub fn check_denied(&self) -> Result<()> {
         match self.denied_open() {
-            Some(url) => Err(Error::Refused {
-                path: self.path.clone(),
-                reason: format!("it references another file or URL ({url:?}); only self-contained media is accepted"),
-            }),
+            Some(url) => Err(references_elsewhere(&self.path, &url)),
             None => Ok(()),
         }
     }
 }
 
+fn references_elsewhere(path: &Path, url: &str) -> Error {
+    Error::Refused {
+        path: path.to_owned(),
+        reason: format!("it references another file or URL ({url:?}); only self-contained media is accepted"),
+    }
+}
+
 /// Opens `path` for demuxing under `limits`, with every defence listed in
-/// the module docs. Audio decoders may run while the streams are
-/// identified only when `audio` is set.
+/// the module docs, in that order. Audio decoders may run while the streams
+/// are identified only when `audio` is set.
 pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget, audio: bool) -> Result<OpenedInput> {
     fflog::init();
-    let io_err = |source: io::Error| Error::InputIo {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io_err)?;
-    let meta = file.metadata().map_err(io_err)?;
-    if meta.is_dir() {
-        return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
-    }
-    if !meta.is_file() {
-        return Err(Error::NotMedia {
-            path: path.to_owned(),
-            reason: "not a regular file".into(),
-        });
-    }
-    let size = meta.len();
-    if size == 0 {
-        return Err(Error::NotMedia {
-            path: path.to_owned(),
-            reason: "the file is empty".into(),
-        });
-    }
-    if size > limits.max_input_bytes {
-        return Err(Error::LimitExceeded {
-            path: path.to_owned(),
-            reason: format!(
-                "{} bytes is more than the {} byte input limit",
-                size, limits.max_input_bytes
-            ),
-        });
-    }
-
-    let head_len = size.min(limits.probe_bytes).min(1 << 20) as usize;
-    let mut head = vec![0u8; head_len];
-    file.read_exact(&mut head).map_err(io_err)?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-
-    if let Some(what) = sniff_script(&head) {
-        return Err(Error::Refused {
-            path: path.to_owned(),
-            reason: format!("{what}: playlists and scripts that point at other files are not accepted"),
-        });
-    }
-    let (iformat, name) = identify(path, &head)?;
-    check_demuxer(path, &name)?;
+    let (mut file, size) = open_regular_file(path, limits)?;
+    let head = read_head(path, &mut file, size, limits)?;
+    refuse_scripts(path, &head)?;
+    let demuxer = identify(path, &head)?;
+    check_demuxer(path, demuxer.name)?;
     budget.check_for(path)?;
 
     let bytes_read = Arc::new(AtomicU64::new(0));
@@ -237,13 +187,88 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget, audio: bool) -
         bytes_read: Arc::clone(&bytes_read),
         read_error: Arc::clone(&read_error),
     };
-    let mut io = StreamIo::from_read_seek_with_capacity(reader, 32 << 10).map_err(|e| Error::Internal {
-        path: path.to_owned(),
-        stage: "allocating the input reader",
-        source: e,
-        log: String::new(),
-    })?;
     let denied = Box::<DeniedOpens>::default();
+    let failed = |ret| classify_open_error(path, budget, &denied, &read_error, limits.max_streams, ret);
+    let mut ctx = open_header(path, reader, demuxer, demux_options(limits, audio), &denied).map_err(failed)?;
+    check_header(path, &ctx, limits)?;
+    let declared = ctx.nb_streams() as usize;
+    find_stream_info(&mut ctx, limits.max_pixels).map_err(failed)?;
+    check_identified(path, &ctx, declared, limits)?;
+    let opened = OpenedInput {
+        ctx,
+        denied,
+        path: path.to_owned(),
+        size,
+        bytes_read,
+        read_error,
+    };
+    opened.check_denied()?;
+    refuse_avi_subtitles(&opened, demuxer.name)?;
+    budget.check_for(path)?;
+    Ok(opened)
+}
+
+/// Defence 1: a regular, non-empty file within the size limit.
+fn open_regular_file(path: &Path, limits: &Limits) -> Result<(File, u64)> {
+    let io_err = |source: io::Error| Error::InputIo {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    if meta.is_dir() {
+        return Err(io_err(io::Error::from(io::ErrorKind::IsADirectory)));
+    }
+    let not_media = |reason: &str| Error::NotMedia {
+        path: path.to_owned(),
+        reason: reason.into(),
+    };
+    if !meta.is_file() {
+        return Err(not_media("not a regular file"));
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(not_media("the file is empty"));
+    }
+    if size > limits.max_input_bytes {
+        return Err(Error::LimitExceeded {
+            path: path.to_owned(),
+            reason: format!(
+                "{} bytes is more than the {} byte input limit",
+                size, limits.max_input_bytes
+            ),
+        });
+    }
+    Ok((file, size))
+}
+
+/// The first bytes, for sniffing and identification; the file is left at
+/// its start.
+fn read_head(path: &Path, file: &mut File, size: u64, limits: &Limits) -> Result<Vec<u8>> {
+    let io_err = |source: io::Error| Error::InputIo {
+        path: path.to_owned(),
+        source,
+    };
+    let mut head = vec![0u8; size.min(limits.probe_bytes).min(1 << 20) as usize];
+    file.read_exact(&mut head).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    Ok(head)
+}
+
+/// Defence 2: text playlists and scripts are refused by what they are.
+fn refuse_scripts(path: &Path, head: &[u8]) -> Result<()> {
+    match sniff_script(head) {
+        Some(what) => Err(Error::Refused {
+            path: path.to_owned(),
+            reason: format!("{what}: playlists and scripts that point at other files are not accepted"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The options every demuxer gets (defences 3 to 6): the allowlists, which
+/// nested demuxers inherit, and the probe and stream limits.
+fn demux_options(limits: &Limits, audio: bool) -> Dictionary<'static> {
     let mut options = Dictionary::new();
     options.set("format_whitelist", &ALLOWED_DEMUXERS.join(","));
     options.set("protocol_whitelist", "file");
@@ -258,130 +283,144 @@ pub(crate) fn open(path: &Path, limits: &Limits, budget: &Budget, audio: bool) -
     // MOV data references can point at other files; they are off by default
     // in FFmpeg and io_open is denied anyway. Say so explicitly.
     options.set("enable_drefs", "0");
+    options
+}
 
+/// Defence 4, the custom I/O core: the file is handed to FFmpeg as an I/O
+/// context (FFmpeg never opens anything by name), with the demuxer forced
+/// and `io_open` refusing every other request. Reads the header only.
+fn open_header(
+    path: &Path,
+    reader: GuardedFile,
+    demuxer: ffi::Guess,
+    options: Dictionary<'_>,
+    denied: &DeniedOpens,
+) -> std::result::Result<Input, c_int> {
+    let mut io = StreamIo::from_read_seek_with_capacity(reader, 32 << 10).map_err(|_| ffi_enomem())?;
+    tracing::trace!(path = %path.display(), demuxer = demuxer.name, "opening");
     // SAFETY: the context is allocated here and either handed to `Input`,
-    // which owns and closes it, or freed by `avformat_open_input` on failure.
-    // `io` and `denied` outlive it: `io` moves into the `Input` (freed after
-    // the context is closed) and `denied` is kept in the returned struct,
-    // declared after `ctx`.
-    let ctx = unsafe {
-        let mut ps = ffi::avformat_alloc_context();
+    // which owns and closes it, or freed by `avformat_open_input` on
+    // failure. `io` moves into the `Input` (freed after the context is
+    // closed) and `denied` is kept by the caller in the struct that owns
+    // the `Input`, declared after it, so both outlive the context. The
+    // format pointer is a static FFmpeg object.
+    unsafe {
+        let mut ps = ffmpeg_next::ffi::avformat_alloc_context();
         if ps.is_null() {
-            return Err(Error::internal(
-                path,
-                "allocating the demuxer",
-                ffmpeg_next::Error::Other { errno: libc::ENOMEM },
-            ));
+            return Err(ffi_enomem());
         }
         (*ps).pb = io.as_mut_ptr();
-        (*ps).flags |= ffi::AVFMT_FLAG_CUSTOM_IO as c_int;
-        (*ps).io_open = Some(deny_io_open);
-        (*ps).opaque = ptr::from_ref::<DeniedOpens>(&denied).cast_mut().cast::<c_void>();
+        (*ps).flags |= ffmpeg_next::ffi::AVFMT_FLAG_CUSTOM_IO as c_int;
+        (*ps).io_open = Some(ffi::deny_io_open);
+        (*ps).opaque = std::ptr::from_ref::<DeniedOpens>(denied).cast_mut().cast::<c_void>();
         let mut opts = options.disown();
-        let ret = ffi::avformat_open_input(&mut ps, c"".as_ptr(), iformat, &mut opts);
+        let ret = ffmpeg_next::ffi::avformat_open_input(&mut ps, c"".as_ptr(), demuxer.format, &mut opts);
         Dictionary::own(opts);
-        let failed = |ret| classify_open_error(path, budget, &denied, &read_error, limits.max_streams, ret);
         if ret < 0 {
-            return Err(failed(ret));
+            return Err(ret);
         }
-        let input = Input::wrap_with_custom_io(ps, io);
-        let nb = (*ps).nb_streams as usize;
-        if nb > limits.max_streams as usize {
-            return Err(Error::LimitExceeded {
-                path: path.to_owned(),
-                reason: format!("{nb} streams is more than the limit of {}", limits.max_streams),
-            });
-        }
-        // A header may declare a picture no decoder should allocate
-        // (a decompression bomb): refuse it before anything is decoded.
-        check_declared_pixels(path, ps, limits)?;
-        // Decoders opened while identifying streams must refuse absurd
-        // pictures before allocating them.
-        let max_pixels = limits.max_pixels.to_string();
-        let mut per_stream: Vec<*mut ffi::AVDictionary> = vec![ptr::null_mut(); nb];
-        for d in &mut per_stream {
-            let mut dict = Dictionary::new();
-            dict.set("max_pixels", &max_pixels);
-            *d = dict.disown();
-        }
-        let ret = ffi::avformat_find_stream_info(ps, per_stream.as_mut_ptr());
+        Ok(Input::wrap_with_custom_io(ps, io))
+    }
+}
+
+/// The rest of the custom I/O core: identifies the streams, with every
+/// decoder FFmpeg opens for that refusing pictures over `max_pixels`
+/// before allocating them.
+fn find_stream_info(ctx: &mut Input, max_pixels: u64) -> std::result::Result<(), c_int> {
+    let nb = ctx.nb_streams() as usize;
+    let max_pixels = max_pixels.to_string();
+    // SAFETY: `ctx` is an open context with `nb` streams, and FFmpeg reads
+    // exactly one options dictionary per stream. Each dictionary is
+    // disowned for the call and owned again (and freed) after it; FFmpeg
+    // keeps none of them.
+    let ret = unsafe {
+        let mut per_stream: Vec<*mut ffmpeg_next::ffi::AVDictionary> = (0..nb)
+            .map(|_| {
+                let mut dict = Dictionary::new();
+                dict.set("max_pixels", &max_pixels);
+                dict.disown()
+            })
+            .collect();
+        let ret = ffmpeg_next::ffi::avformat_find_stream_info(ctx.as_mut_ptr(), per_stream.as_mut_ptr());
         for d in per_stream {
             Dictionary::own(d);
         }
-        if ret < 0 {
-            return Err(failed(ret));
-        }
-        // Formats without a header (MPEG-TS) may add streams while they are
-        // identified, and FFmpeg opens decoders for those without our
-        // options, so without `max_pixels` (the allocation cap set in
-        // `fflog::init` still bounds them). A video stream that appears
-        // only mid-file is not something a camera writes: refuse it.
-        for i in nb..(*ps).nb_streams as usize {
-            let par = (**(*ps).streams.add(i)).codecpar;
-            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO {
-                return Err(Error::Refused {
-                    path: path.to_owned(),
-                    reason: "a video stream appears only after the start of the file".into(),
-                });
-            }
-        }
-        check_declared_pixels(path, ps, limits)?;
-        input
+        ret
     };
-    let opened = OpenedInput {
-        ctx,
-        denied,
-        path: path.to_owned(),
-        size,
-        bytes_read,
-        read_error,
-    };
-    opened.check_denied()?;
-    // AVI subtitles (GAB2 chunks) are handed to a nested demuxer: the path
-    // by which an AVI once smuggled an HLS playlist that read local files
-    // (HackerOne #242831). FFmpeg 5.1 limits it to SRT/ASS and the nested
-    // context inherits our allowlist, but phones never write them, so an
-    // AVI that carries one is refused outright.
-    if name == "avi"
-        && opened
-            .ctx
-            .streams()
-            .any(|s| s.parameters().medium() == media::Type::Subtitle)
+    if ret < 0 { Err(ret) } else { Ok(()) }
+}
+
+fn ffi_enomem() -> c_int {
+    ffmpeg_next::ffi::AVERROR(libc::ENOMEM)
+}
+
+/// Defence 6, on the header: the stream count, and no declared picture a
+/// decoder should not allocate (a decompression bomb).
+fn check_header(path: &Path, ctx: &Input, limits: &Limits) -> Result<()> {
+    let nb = ctx.nb_streams();
+    if nb > limits.max_streams {
+        return Err(Error::LimitExceeded {
+            path: path.to_owned(),
+            reason: format!("{nb} streams is more than the limit of {}", limits.max_streams),
+        });
+    }
+    check_declared_pixels(path, ctx, limits)
+}
+
+/// Defence 6, once the streams are identified. Formats without a header
+/// (MPEG-TS) may add streams while they are identified, and FFmpeg opens
+/// decoders for those without our options, so without `max_pixels` (the
+/// allocation cap set in `fflog::init` still bounds them). A video stream
+/// that appears only mid-file is not something a camera writes: refuse it.
+fn check_identified(path: &Path, ctx: &Input, declared: usize, limits: &Limits) -> Result<()> {
+    if ctx
+        .streams()
+        .skip(declared)
+        .any(|s| s.parameters().medium() == media::Type::Video)
     {
         return Err(Error::Refused {
             path: path.to_owned(),
-            reason: "an AVI with an embedded subtitle stream (GAB2), a known way to smuggle playlists".into(),
+            reason: "a video stream appears only after the start of the file".into(),
         });
     }
-    budget.check_for(path)?;
-    Ok(opened)
+    check_declared_pixels(path, ctx, limits)
 }
 
 /// Refuses a video stream whose declared picture is over the pixel limit.
-///
-/// # Safety
-/// `ps` must be an open format context.
-unsafe fn check_declared_pixels(path: &Path, ps: *const ffi::AVFormatContext, limits: &Limits) -> Result<()> {
-    // SAFETY: the caller guarantees an open context; its streams array holds
-    // nb_streams valid streams with valid codec parameters.
-    unsafe {
-        for i in 0..(*ps).nb_streams as usize {
-            let par = (**(*ps).streams.add(i)).codecpar;
-            let (w, h) = (
-                i64::from((*par).width).max(0) as u64,
-                i64::from((*par).height).max(0) as u64,
-            );
-            if (*par).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO && w * h > limits.max_pixels {
-                return Err(Error::LimitExceeded {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "the header declares {w}x{h}, {:.1} Mpx per frame, more than the {:.1} Mpx limit",
-                        (w * h) as f64 / 1e6,
-                        limits.max_pixels as f64 / 1e6
-                    ),
-                });
-            }
+fn check_declared_pixels(path: &Path, ctx: &Input, limits: &Limits) -> Result<()> {
+    for stream in ctx.streams() {
+        let par = stream.parameters();
+        let p = ffi::picture_params(&par);
+        let (w, h) = (u64::from(p.width), u64::from(p.height));
+        if par.medium() == media::Type::Video && w * h > limits.max_pixels {
+            return Err(Error::LimitExceeded {
+                path: path.to_owned(),
+                reason: format!(
+                    "the header declares {w}x{h}, {:.1} Mpx per frame, more than the {:.1} Mpx limit",
+                    (w * h) as f64 / 1e6,
+                    limits.max_pixels as f64 / 1e6
+                ),
+            });
         }
+    }
+    Ok(())
+}
+
+/// AVI subtitles (GAB2 chunks) are handed to a nested demuxer: the path by
+/// which an AVI once smuggled an HLS playlist that read local files
+/// (HackerOne #242831). FFmpeg 5.1 limits it to SRT/ASS and the nested
+/// context inherits our allowlist, but phones never write them, so an AVI
+/// that carries one is refused outright.
+fn refuse_avi_subtitles(opened: &OpenedInput, demuxer: &str) -> Result<()> {
+    let subtitles = opened
+        .ctx
+        .streams()
+        .any(|s| s.parameters().medium() == media::Type::Subtitle);
+    if demuxer == "avi" && subtitles {
+        return Err(Error::Refused {
+            path: opened.path.clone(),
+            reason: "an AVI with an embedded subtitle stream (GAB2), a known way to smuggle playlists".into(),
+        });
     }
     Ok(())
 }
@@ -406,31 +445,23 @@ fn classify_open_error(
         };
     }
     if let Some(url) = denied.0.lock().ok().and_then(|v| v.first().cloned()) {
-        return Error::Refused {
-            path: path.to_owned(),
-            reason: format!("it references another file or URL ({url:?}); only self-contained media is accepted"),
-        };
+        return references_elsewhere(path, &url);
     }
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
     let err = ffmpeg_next::Error::from(ret);
     match err {
         ffmpeg_next::Error::InvalidData | ffmpeg_next::Error::Eof | ffmpeg_next::Error::DemuxerNotFound => {
-            Error::Corrupt {
-                path: path.to_owned(),
-                reason: format!("{err}{}", fflog::recent()),
-            }
+            corrupt(format!("{err}{}", fflog::recent()))
         }
-        ffmpeg_next::Error::Other { errno } if errno == libc::EIO => Error::Corrupt {
-            path: path.to_owned(),
-            reason: format!("{err}{}", fflog::recent()),
-        },
-        // Reading a header allocates what the header asks for; a demand
-        // FFmpeg refuses comes from a damaged or hostile file, not from a
-        // machine short of memory (which would not fail this politely).
+        ffmpeg_next::Error::Other { errno } if errno == libc::EIO => corrupt(format!("{err}{}", fflog::recent())),
         // A feature FFmpeg does not implement: no retry will change that.
-        ffmpeg_next::Error::PatchWelcome => Error::Corrupt {
-            path: path.to_owned(),
-            reason: format!("it uses a feature FFmpeg does not implement{}", fflog::recent()),
-        },
+        ffmpeg_next::Error::PatchWelcome => corrupt(format!(
+            "it uses a feature FFmpeg does not implement{}",
+            fflog::recent()
+        )),
         // FFmpeg reports too many streams as out of memory.
         ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM && fflog::recent().contains("max_streams") => {
             Error::LimitExceeded {
@@ -438,44 +469,15 @@ fn classify_open_error(
                 reason: format!("more streams than the limit of {max_streams}"),
             }
         }
-        ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM => Error::Corrupt {
-            path: path.to_owned(),
-            reason: format!("its header asks for more memory than allowed{}", fflog::recent()),
-        },
+        // Reading a header allocates what the header asks for; a demand
+        // FFmpeg refuses comes from a damaged or hostile file, not from a
+        // machine short of memory (which would not fail this politely).
+        ffmpeg_next::Error::Other { errno } if errno == libc::ENOMEM => corrupt(format!(
+            "its header asks for more memory than allowed{}",
+            fflog::recent()
+        )),
         other => Error::internal(path, "opening the input", other),
     }
-}
-
-/// The `io_open` every input gets: it refuses, and remembers what was asked.
-unsafe extern "C" fn deny_io_open(
-    s: *mut ffi::AVFormatContext,
-    _pb: *mut *mut ffi::AVIOContext,
-    url: *const c_char,
-    _flags: c_int,
-    _options: *mut *mut ffi::AVDictionary,
-) -> c_int {
-    let url = if url.is_null() {
-        String::new()
-    } else {
-        // SAFETY: FFmpeg passes a NUL-terminated string.
-        unsafe { CStr::from_ptr(url) }.to_string_lossy().into_owned()
-    };
-    tracing::warn!(target: "ffmpeg", url, "refused a request to open another file");
-    // SAFETY: the only context this callback is installed on is the one
-    // `open` makes, whose `opaque` is the `DeniedOpens` that outlives it.
-    // (None of the allowed demuxers copies `io_open` into a nested context;
-    // a null opaque is still handled.)
-    unsafe {
-        if !s.is_null() {
-            let denied = (*s).opaque.cast::<DeniedOpens>();
-            if let Some(denied) = denied.as_ref()
-                && let Ok(mut v) = denied.0.lock()
-            {
-                v.push(url);
-            }
-        }
-    }
-    ffmpeg_next::ffi::AVERROR(libc::EPERM)
 }
 
 /// Recognises text playlists and scripts that make FFmpeg read other files.
@@ -502,31 +504,20 @@ fn sniff_script(head: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Asks FFmpeg which demuxer the content looks like, without the file name.
-fn identify(path: &Path, head: &[u8]) -> Result<(*const ffi::AVInputFormat, String)> {
-    let mut padded = Vec::with_capacity(head.len() + ffi::AVPROBE_PADDING_SIZE as usize);
+/// Defence 3: asks FFmpeg which demuxer the content looks like, without
+/// the file name, growing the window like FFmpeg does until the guess is
+/// confident.
+fn identify(path: &Path, head: &[u8]) -> Result<ffi::Guess> {
+    let padding = ffmpeg_next::ffi::AVPROBE_PADDING_SIZE as usize;
+    let mut padded = Vec::with_capacity(head.len() + padding);
     padded.extend_from_slice(head);
-    padded.resize(head.len() + ffi::AVPROBE_PADDING_SIZE as usize, 0);
-    let empty = CString::default();
-    // Grow the window like FFmpeg does until the guess is confident.
+    padded.resize(head.len() + padding, 0);
     let mut len = 2048.min(head.len());
     loop {
-        let pd = ffi::AVProbeData {
-            filename: empty.as_ptr(),
-            buf: padded.as_mut_ptr(),
-            buf_size: len as c_int,
-            mime_type: ptr::null(),
-        };
-        let mut score: c_int = 0;
-        // SAFETY: `pd` points at `len` bytes followed by the required zero
-        // padding; the returned format is a static FFmpeg object.
-        let fmt = unsafe { ffi::av_probe_input_format3(&pd, 1, &mut score) };
+        let guess = ffi::guess_format(&mut padded, len);
         // AVPROBE_SCORE_RETRY: FFmpeg's own threshold for a confident guess.
-        let confident = score > 25;
-        if !fmt.is_null() && (confident || len == head.len()) {
-            // SAFETY: a non-null static format has a NUL-terminated name.
-            let name = unsafe { CStr::from_ptr((*fmt).name) }.to_string_lossy().into_owned();
-            return Ok((fmt, name));
+        if let Some(g) = guess.filter(|g| g.score > 25 || len == head.len()) {
+            return Ok(g);
         }
         if len == head.len() {
             return Err(Error::NotMedia {

@@ -36,6 +36,7 @@
 
 mod control;
 mod error;
+mod ffi;
 mod fflog;
 mod graph;
 mod image;

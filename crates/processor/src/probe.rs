@@ -1,16 +1,16 @@
 //! Probing: what an input file contains, read once into [`MediaInfo`].
 
-use std::ffi::CStr;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use ffmpeg_next::ffi;
-use ffmpeg_next::{Rational, codec};
+use ffmpeg_next::format::stream::Stream;
+use ffmpeg_next::{Rational, codec, color};
 use serde::Serialize;
 
 use crate::control::{Budget, CancelFlag};
 use crate::error::{Error, Result};
+use crate::ffi;
 use crate::input::{self, OpenedInput};
 use crate::spec::Limits;
 
@@ -79,8 +79,7 @@ impl Transform {
     /// way FFmpeg 6.1's command line does, snapping odd angles to the
     /// nearest quarter turn.
     pub(crate) fn from_display_matrix(m: &[i32; 9]) -> (u16, Transform) {
-        // SAFETY: the function reads exactly nine i32 values.
-        let ccw = unsafe { ffi::av_display_rotation_get(m.as_ptr()) };
+        let ccw = ffi::display_rotation(m);
         if ccw.is_nan() {
             return (0, Transform::Identity);
         }
@@ -216,51 +215,105 @@ pub fn probe_with(path: &Path, limits: &Limits, cancel: &CancelFlag) -> Result<M
 /// stream parameters reveal.
 pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFacts> {
     let path = &input.path;
-    let ctx = &input.ctx;
-    let Some(video_index) = input.best_video_stream() else {
-        let kinds: Vec<String> = ctx
-            .streams()
-            .map(|s| format!("{:?}", s.parameters().medium()).to_lowercase())
-            .collect();
-        if kinds.is_empty() {
-            return Err(Error::NotMedia {
-                path: path.clone(),
-                reason: "no streams found".into(),
-            });
-        }
-        return Err(Error::NoVideo {
-            path: path.clone(),
-            detail: format!(": it holds {}", kinds.join(", ")),
-        });
-    };
-    let stream = ctx.stream(video_index).ok_or_else(|| Error::NotMedia {
+    let video_index = find_video(input)?;
+    let stream = input.ctx.stream(video_index).ok_or_else(|| Error::NotMedia {
         path: path.clone(),
         reason: "video stream vanished".into(),
     })?;
     let params = stream.parameters();
     let codec_id = params.id();
-    // SAFETY: the parameters belong to a stream of the open input.
-    let (w, h, fmt, range, trc, par_sar) = unsafe {
-        let p = params.as_ptr();
-        (
-            (*p).width.max(0) as u32,
-            (*p).height.max(0) as u32,
-            (*p).format,
-            (*p).color_range,
-            (*p).color_trc,
-            Rational::from((*p).sample_aspect_ratio),
-        )
+    let picture = ffi::picture_params(&params);
+    check_picture(path, codec_id, &picture, limits)?;
+    let (sar, rotation, transform, display) = geometry(&stream, &picture);
+    let frame_rate = Fraction::from_rational(stream.avg_frame_rate())
+        .or_else(|| Fraction::from_rational(stream.rate()))
+        .filter(|r| (0.5..=1000.0).contains(&r.as_f64()));
+    let timing = ffi::container_timing(&input.ctx);
+    let stream_duration = (stream.duration() > 0).then(|| {
+        let tb = stream.time_base();
+        Duration::from_secs_f64(stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
+    });
+    let duration = if timing.duration_us > 0 {
+        Some(Duration::from_micros(timing.duration_us as u64))
+    } else {
+        stream_duration
     };
+    let audio_index = input.best_audio_stream();
+    let pixel_format = picture.pixel_format.unwrap_or("unknown").to_owned();
+    let transfer = picture.transfer;
+    let info = MediaInfo {
+        container: input.ctx.format().name().to_owned(),
+        size_bytes: input.size,
+        duration,
+        video_codec: codec_id.name().to_owned(),
+        coded_width: picture.width,
+        coded_height: picture.height,
+        display_width: display.0,
+        display_height: display.1,
+        sample_aspect_ratio: sar,
+        rotation,
+        frame_rate,
+        full_range: picture.full_range || pixel_format.starts_with("yuvj"),
+        pixel_format,
+        color_transfer: match transfer {
+            Some(color::TransferCharacteristic::Unspecified) => "unspecified",
+            Some(t) => t.name().unwrap_or("unknown"),
+            None => "unknown",
+        }
+        .to_owned(),
+        hdr: matches!(
+            transfer,
+            Some(color::TransferCharacteristic::SMPTE2084 | color::TransferCharacteristic::ARIB_STD_B67)
+        ),
+        has_audio: audio_index.is_some(),
+        bit_rate: (timing.bit_rate > 0).then_some(timing.bit_rate as u64),
+    };
+    Ok(VideoFacts {
+        info,
+        video_index,
+        audio_index,
+        time_base: stream.time_base(),
+        transform,
+        video_duration: stream_duration.filter(|_| !timing.estimated),
+    })
+}
+
+/// The main video stream, or an error saying what the file holds instead.
+fn find_video(input: &OpenedInput) -> Result<usize> {
+    if let Some(index) = input.best_video_stream() {
+        return Ok(index);
+    }
+    let kinds: Vec<String> = input
+        .ctx
+        .streams()
+        .map(|s| format!("{:?}", s.parameters().medium()).to_lowercase())
+        .collect();
+    if kinds.is_empty() {
+        return Err(Error::NotMedia {
+            path: input.path.clone(),
+            reason: "no streams found".into(),
+        });
+    }
+    Err(Error::NoVideo {
+        path: input.path.clone(),
+        detail: format!(": it holds {}", kinds.join(", ")),
+    })
+}
+
+/// The codec must be one we decode, and the picture a real size within
+/// the limit.
+fn check_picture(path: &Path, codec_id: codec::Id, picture: &ffi::PictureParams, limits: &Limits) -> Result<()> {
     if codec_id == codec::Id::None {
         return Err(Error::UnsupportedCodec {
-            path: path.clone(),
+            path: path.to_owned(),
             codec: "unknown".into(),
         });
     }
     input::check_video_codec(path, codec_id)?;
+    let (w, h) = (picture.width, picture.height);
     if w == 0 || h == 0 {
         return Err(Error::Corrupt {
-            path: path.clone(),
+            path: path.to_owned(),
             reason: format!(
                 "the {} stream declares no picture size{}",
                 codec_id.name(),
@@ -271,7 +324,7 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
         return Err(Error::LimitExceeded {
-            path: path.clone(),
+            path: path.to_owned(),
             reason: format!(
                 "{w}x{h} is {:.1} Mpx per frame, more than the {:.1} Mpx limit",
                 pixels as f64 / 1e6,
@@ -279,85 +332,31 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
             ),
         });
     }
+    Ok(())
+}
 
-    let sar = Fraction::from_rational(stream_sar(&stream, par_sar)).unwrap_or(Fraction { num: 1, den: 1 });
-    let (rotation, transform) = display_matrix(&stream)
+/// How the picture is shown: its sample aspect ratio, rotation and the
+/// display size that follows from both.
+fn geometry(stream: &Stream<'_>, picture: &ffi::PictureParams) -> (Fraction, u16, Transform, (u32, u32)) {
+    let sar =
+        Fraction::from_rational(stream_sar(stream, picture.sample_aspect_ratio)).unwrap_or(Fraction { num: 1, den: 1 });
+    let (rotation, transform) = display_matrix(stream)
         .map(|m| Transform::from_display_matrix(&m))
         .unwrap_or((0, Transform::Identity));
-    let (mut dw, mut dh) = (w, h);
+    let (mut dw, mut dh) = (picture.width, picture.height);
     if sar.num != sar.den {
-        dw = ((f64::from(w) * sar.as_f64()).round() as u32).max(1);
+        dw = ((f64::from(dw) * sar.as_f64()).round() as u32).max(1);
     }
     if transform.swaps_axes() {
         std::mem::swap(&mut dw, &mut dh);
     }
-
-    let frame_rate = Fraction::from_rational(stream.avg_frame_rate())
-        .or_else(|| Fraction::from_rational(stream.rate()))
-        .filter(|r| (0.5..=1000.0).contains(&r.as_f64()));
-
-    // SAFETY: reading plain fields of the open format context.
-    let (container_duration, bit_rate, estimated) = unsafe {
-        let p = ctx.as_ptr();
-        (
-            (*p).duration,
-            (*p).bit_rate,
-            (*p).duration_estimation_method == ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE,
-        )
-    };
-    let stream_duration = (stream.duration() > 0).then(|| {
-        let tb = stream.time_base();
-        Duration::from_secs_f64(stream.duration() as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator()))
-    });
-    let duration = if container_duration > 0 {
-        Some(Duration::from_micros(container_duration as u64))
-    } else {
-        stream_duration
-    };
-
-    let audio_index = input.best_audio_stream();
-    let pixel_format = pix_fmt_name(fmt);
-    let full_range = range == ffi::AVColorRange::AVCOL_RANGE_JPEG || pixel_format.starts_with("yuvj");
-    let color_transfer = color_trc_name(trc);
-    let hdr = matches!(
-        trc,
-        ffi::AVColorTransferCharacteristic::AVCOL_TRC_SMPTE2084
-            | ffi::AVColorTransferCharacteristic::AVCOL_TRC_ARIB_STD_B67
-    );
-    let info = MediaInfo {
-        container: input.ctx.format().name().to_owned(),
-        size_bytes: input.size,
-        duration,
-        video_codec: codec_id.name().to_owned(),
-        coded_width: w,
-        coded_height: h,
-        display_width: dw,
-        display_height: dh,
-        sample_aspect_ratio: sar,
-        rotation,
-        frame_rate,
-        pixel_format,
-        full_range,
-        color_transfer,
-        hdr,
-        has_audio: audio_index.is_some(),
-        bit_rate: (bit_rate > 0).then_some(bit_rate as u64),
-    };
-    Ok(VideoFacts {
-        info,
-        video_index,
-        audio_index,
-        time_base: stream.time_base(),
-        transform,
-        video_duration: stream_duration.filter(|_| !estimated),
-    })
+    (sar, rotation, transform, (dw, dh))
 }
 
 /// The stream's sample aspect ratio, or the codec's when the container has
 /// none. Absurd ratios (beyond 1:8 or 8:1) are treated as square.
-fn stream_sar(stream: &ffmpeg_next::format::stream::Stream<'_>, codec_sar: Rational) -> Rational {
-    // SAFETY: reading a plain field of a stream of the open input.
-    let container = Rational::from(unsafe { (*stream.as_ptr()).sample_aspect_ratio });
+fn stream_sar(stream: &Stream<'_>, codec_sar: Rational) -> Rational {
+    let container = ffi::stream_sample_aspect_ratio(stream);
     let pick = if container.numerator() > 0 && container.denominator() > 0 {
         container
     } else {
@@ -372,7 +371,7 @@ fn stream_sar(stream: &ffmpeg_next::format::stream::Stream<'_>, codec_sar: Ratio
 }
 
 /// The stream's display matrix side data, if present and well formed.
-fn display_matrix(stream: &ffmpeg_next::format::stream::Stream<'_>) -> Option<[i32; 9]> {
+fn display_matrix(stream: &Stream<'_>) -> Option<[i32; 9]> {
     stream
         .side_data()
         .find(|sd| sd.kind() == codec::packet::side_data::Type::DisplayMatrix)
@@ -389,49 +388,15 @@ fn display_matrix(stream: &ffmpeg_next::format::stream::Stream<'_>) -> Option<[i
         })
 }
 
-pub(crate) fn pix_fmt_name(fmt: i32) -> String {
-    // The value comes from the file's parameters: only a valid variant may
-    // become the Rust enum.
-    if !(0..ffi::AVPixelFormat::AV_PIX_FMT_NB as i32).contains(&fmt) {
-        return "unknown".to_owned();
-    }
-    // SAFETY: `fmt` is one of the enum's values (checked above; FFmpeg's
-    // pixel formats are numbered 0..NB without gaps), and FFmpeg returns null
-    // or a static NUL-terminated string.
-    unsafe {
-        let name = ffi::av_get_pix_fmt_name(std::mem::transmute::<i32, ffi::AVPixelFormat>(fmt));
-        if name.is_null() {
-            "unknown".to_owned()
-        } else {
-            CStr::from_ptr(name).to_string_lossy().into_owned()
-        }
-    }
-}
-
-fn color_trc_name(trc: ffi::AVColorTransferCharacteristic) -> String {
-    // SAFETY: FFmpeg returns null or a static NUL-terminated string.
-    unsafe {
-        let name = ffi::av_color_transfer_name(trc);
-        if name.is_null() {
-            "unknown".to_owned()
-        } else {
-            CStr::from_ptr(name).to_string_lossy().into_owned()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // `av_display_rotation_set` takes a clockwise angle, while
+    // `av_display_rotation_get` reports counter-clockwise (what ffprobe
+    // prints as "rotation of -90.00 degrees" for a portrait phone clip).
     fn matrix_for(clockwise: f64) -> [i32; 9] {
-        let mut m = [0i32; 9];
-        // `av_display_rotation_set` takes a clockwise angle, while
-        // `av_display_rotation_get` reports counter-clockwise (what ffprobe
-        // prints as "rotation of -90.00 degrees" for a portrait phone clip).
-        // SAFETY: writes nine i32 values.
-        unsafe { ffi::av_display_rotation_set(m.as_mut_ptr(), clockwise) };
-        m
+        ffi::display_matrix_for(clockwise)
     }
 
     #[test]

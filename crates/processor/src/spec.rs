@@ -122,6 +122,26 @@ pub struct Limits {
     pub probe_duration: Duration,
 }
 
+impl Limits {
+    fn validate(&self) -> Result<()> {
+        if self.max_input_bytes == 0 || self.max_pixels == 0 || self.max_streams == 0 {
+            return invalid("limits must be above zero".to_owned());
+        }
+        if self.probe_bytes < 32 << 10 {
+            return invalid(format!(
+                "probe size {} bytes is too small to identify a file (at least 32 KiB)",
+                self.probe_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A spec problem, in words an operator understands.
+fn invalid(msg: String) -> Result<()> {
+    Err(Error::InvalidSpec(msg))
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -214,95 +234,111 @@ impl RenditionSpec {
     /// operator understands. Asset files (watermark, cards) are checked when
     /// they are loaded.
     pub fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::InvalidSpec(msg));
+        self.validate_picture()?;
+        self.validate_encoding()?;
+        if let Some(w) = &self.watermark {
+            self.validate_watermark(w)?;
+        }
+        self.validate_cards()?;
+        self.limits.validate()
+    }
+
+    fn validate_picture(&self) -> Result<()> {
         if !(16..=7680).contains(&self.width) || !(16..=4320).contains(&self.height) {
-            return bad(format!(
+            return invalid(format!(
                 "output size {}x{} is outside 16x16 to 7680x4320",
                 self.width, self.height
             ));
         }
         if !self.width.is_multiple_of(2) || !self.height.is_multiple_of(2) {
-            return bad(format!(
+            return invalid(format!(
                 "output size {}x{} must be even for 4:2:0 video",
                 self.width, self.height
             ));
         }
         if self.max_duration.is_zero() || self.max_duration > Duration::from_secs(6 * 3600) {
-            return bad(format!(
+            return invalid(format!(
                 "max duration {:?} must be above zero and at most 6 hours",
                 self.max_duration
             ));
         }
+        if !(1..=120).contains(&self.max_fps) {
+            return invalid(format!("max fps {} is outside 1 to 120", self.max_fps));
+        }
+        Ok(())
+    }
+
+    fn validate_encoding(&self) -> Result<()> {
         if !PRESETS.contains(&self.preset.as_str()) {
-            return bad(format!(
+            return invalid(format!(
                 "unknown x264 preset {:?} (one of {})",
                 self.preset,
                 PRESETS.join(", ")
             ));
         }
         if self.crf > 51 {
-            return bad(format!("crf {} is outside 0 to 51", self.crf));
-        }
-        if !(1..=120).contains(&self.max_fps) {
-            return bad(format!("max fps {} is outside 1 to 120", self.max_fps));
+            return invalid(format!("crf {} is outside 0 to 51", self.crf));
         }
         if self.keyframe_interval < Duration::from_millis(100) || self.keyframe_interval > Duration::from_secs(20) {
-            return bad(format!(
+            return invalid(format!(
                 "keyframe interval {:?} is outside 0.1 to 20 s",
                 self.keyframe_interval
             ));
         }
         if self.threads > 64 {
-            return bad(format!("{} threads is more than 64", self.threads));
+            return invalid(format!("{} threads is more than 64", self.threads));
         }
-        if let Some(w) = &self.watermark {
-            if !(w.width_fraction > 0.0 && w.width_fraction <= 1.0) {
-                return bad(format!(
-                    "watermark width {} must be a fraction of the frame in (0, 1]",
-                    w.width_fraction
-                ));
-            }
-            if !(0.0..=1.0).contains(&w.opacity) {
-                return bad(format!("watermark opacity {} is outside 0 to 1", w.opacity));
-            }
-            if w.margin >= self.width.min(self.height) / 2 {
-                return bad(format!(
-                    "watermark margin {} px leaves no room in a {}x{} frame",
-                    w.margin, self.width, self.height
-                ));
-            }
+        Ok(())
+    }
+
+    fn validate_watermark(&self, w: &Watermark) -> Result<()> {
+        if !(w.width_fraction > 0.0 && w.width_fraction <= 1.0) {
+            return invalid(format!(
+                "watermark width {} must be a fraction of the frame in (0, 1]",
+                w.width_fraction
+            ));
         }
+        if !(0.0..=1.0).contains(&w.opacity) {
+            return invalid(format!("watermark opacity {} is outside 0 to 1", w.opacity));
+        }
+        if w.margin >= self.width.min(self.height) / 2 {
+            return invalid(format!(
+                "watermark margin {} px leaves no room in a {}x{} frame",
+                w.margin, self.width, self.height
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cards(&self) -> Result<()> {
         let mut total = Duration::ZERO;
         for (name, card) in [("intro", &self.intro), ("outro", &self.outro)] {
-            if let Some(card) = card {
-                if card.duration.is_zero() || card.duration > MAX_CARD {
-                    return bad(format!(
-                        "{name} lasts {:.2} s; a card lasts more than 0 and at most {:.1} s",
-                        card.duration.as_secs_f64(),
-                        MAX_CARD.as_secs_f64()
-                    ));
-                }
-                total += card.duration;
+            let Some(card) = card else { continue };
+            if card.duration.is_zero() || card.duration > MAX_CARD {
+                return invalid(format!(
+                    "{name} lasts {:.2} s; a card lasts more than 0 and at most {:.1} s",
+                    card.duration.as_secs_f64(),
+                    MAX_CARD.as_secs_f64()
+                ));
             }
+            total += card.duration;
         }
         if total > MAX_CARDS_TOTAL {
-            return bad(format!(
+            return invalid(format!(
                 "intro and outro last {:.2} s together; at most {:.1} s",
                 total.as_secs_f64(),
                 MAX_CARDS_TOTAL.as_secs_f64()
             ));
         }
-        let l = &self.limits;
-        if l.max_input_bytes == 0 || l.max_pixels == 0 || l.max_streams == 0 {
-            return bad("limits must be above zero".to_owned());
-        }
-        if l.probe_bytes < 32 << 10 {
-            return bad(format!(
-                "probe size {} bytes is too small to identify a file (at least 32 KiB)",
-                l.probe_bytes
-            ));
-        }
         Ok(())
+    }
+
+    /// One of the cards, if the rendition has it.
+    pub(crate) fn card(&self, slot: crate::graph::CardSlot) -> Option<&Card> {
+        match slot {
+            crate::graph::CardSlot::Intro => self.intro.as_ref(),
+            crate::graph::CardSlot::Outro => self.outro.as_ref(),
+        }
     }
 
     /// The longest output this spec can produce: the main video at its cap

@@ -1,0 +1,370 @@
+//! The encoders (libx264, and AAC when audio is kept) and the MP4 muxer.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame, picture};
+
+use super::is_again_or_eof;
+use crate::error::{Error, Result};
+use crate::graph::AUDIO_RATE;
+use crate::probe::Fraction;
+use crate::spec::RenditionSpec;
+
+/// Samples per AAC frame: the muxer queues the graph's audio and encodes it
+/// in frames of exactly this size.
+const AAC_FRAME: usize = 1024;
+
+/// The encoders and the MP4 file they write into.
+pub(super) struct Muxer {
+    octx: format::context::Output,
+    video: encoder::Video,
+    video_track: Track,
+    audio: Option<AudioTrack>,
+    /// Video frames encoded.
+    pub frames: u64,
+    rate: Fraction,
+    /// The final output path, for error messages.
+    output: PathBuf,
+}
+
+/// Where an encoder's packets go: a stream of the file, and the encoder's
+/// time base its timestamps are in.
+#[derive(Clone, Copy)]
+struct Track {
+    index: usize,
+    time_base: Rational,
+    medium: Medium,
+}
+
+#[derive(Clone, Copy)]
+enum Medium {
+    Video,
+    Audio,
+}
+
+impl Medium {
+    /// What failed, for messages: encoding or writing this medium.
+    fn stages(self) -> (&'static str, &'static str) {
+        match self {
+            Medium::Video => ("encoding video", "writing video"),
+            Medium::Audio => ("encoding audio", "writing audio"),
+        }
+    }
+}
+
+/// The AAC encoder and the graph's audio waiting for a whole frame.
+struct AudioTrack {
+    encoder: encoder::Audio,
+    track: Track,
+    /// Samples encoded.
+    samples: u64,
+    /// Audio waiting for a whole AAC frame, per channel.
+    pending: [Vec<f32>; 2],
+}
+
+impl Muxer {
+    /// Opens the encoders and writes the MP4 header to `partial`.
+    /// `output` is the final path, for messages.
+    pub(super) fn create(
+        partial: &Path,
+        output: &Path,
+        spec: &RenditionSpec,
+        rate: Fraction,
+        audio: bool,
+    ) -> Result<Self> {
+        let fail = |stage: &'static str| move |e: ffmpeg_next::Error| write_error(output, stage, e);
+        let mut octx = format::output_as(partial, "mp4").map_err(fail("creating the MP4 file"))?;
+        let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+
+        let (video, x264) = open_x264(output, spec, rate, global_header)?;
+        let video_track = add_stream(&mut octx, x264, &video, Medium::Video, output)?;
+        if let Some(mut st) = octx.stream_mut(video_track.index) {
+            st.set_avg_frame_rate(rate.to_rational());
+        }
+        let audio = if audio {
+            let (encoder, aac) = open_aac(output, global_header)?;
+            Some(AudioTrack {
+                track: add_stream(&mut octx, aac, &encoder, Medium::Audio, output)?,
+                encoder,
+                samples: 0,
+                pending: [Vec::new(), Vec::new()],
+            })
+        } else {
+            None
+        };
+
+        let mut header = Dictionary::new();
+        // Index (moov) before the media (mdat): playback starts at once.
+        header.set("movflags", "+faststart");
+        octx.write_header_with(header).map_err(fail("writing the MP4 header"))?;
+        Ok(Muxer {
+            octx,
+            video,
+            video_track,
+            audio,
+            frames: 0,
+            rate,
+            output: output.to_owned(),
+        })
+    }
+
+    /// Whether the file has an audio track.
+    pub(super) fn has_audio(&self) -> bool {
+        self.audio.is_some()
+    }
+
+    /// Encodes one picture from the graph.
+    pub(super) fn write_video(&mut self, frame: &mut frame::Video) -> Result<()> {
+        // Output is constant frame rate: the n-th frame is at n.
+        frame.set_pts(Some(self.frames as i64));
+        // Decoded picture types would force keyframes in x264.
+        frame.set_kind(picture::Type::None);
+        frame.set_color_range(ffmpeg_next::color::Range::MPEG);
+        frame.set_color_space(ffmpeg_next::color::Space::BT709);
+        frame.set_color_primaries(ffmpeg_next::color::Primaries::BT709);
+        frame.set_color_transfer_characteristic(ffmpeg_next::color::TransferCharacteristic::BT709);
+        self.video
+            .send_frame(frame)
+            .map_err(|e| write_error(&self.output, "encoding video", e))?;
+        self.frames += 1;
+        write_packets(&mut self.video, self.video_track, &mut self.octx, &self.output)
+    }
+
+    /// Queues the graph's audio (planar float stereo) and encodes it in
+    /// whole AAC frames.
+    pub(super) fn write_audio(&mut self, frame: &frame::Audio) -> Result<()> {
+        let Some(audio) = self.audio.as_mut() else {
+            return Ok(());
+        };
+        let n = frame.samples();
+        for (ch, queue) in audio.pending.iter_mut().enumerate() {
+            queue.extend_from_slice(&frame.plane::<f32>(ch)[..n]);
+        }
+        audio.encode_pending(false, &mut self.octx, &self.output)
+    }
+
+    /// Makes the audio exactly as long as the video (see
+    /// [`AudioTrack::pad_to`]), flushes the encoders and writes the index.
+    pub(super) fn finish(&mut self) -> Result<()> {
+        let samples = samples_for(self.frames, self.rate);
+        if let Some(audio) = self.audio.as_mut() {
+            audio.pad_to(samples, &mut self.octx, &self.output)?;
+        }
+        self.video
+            .send_eof()
+            .map_err(|e| write_error(&self.output, "flushing video", e))?;
+        write_packets(&mut self.video, self.video_track, &mut self.octx, &self.output)?;
+        if let Some(audio) = self.audio.as_mut() {
+            audio
+                .encoder
+                .send_eof()
+                .map_err(|e| write_error(&self.output, "flushing audio", e))?;
+            write_packets(&mut audio.encoder, audio.track, &mut self.octx, &self.output)?;
+        }
+        self.octx
+            .write_trailer()
+            .map_err(|e| write_error(&self.output, "finishing the MP4 file", e))
+    }
+}
+
+/// How many audio samples last as long as `frames` video frames at `rate`.
+fn samples_for(frames: u64, rate: Fraction) -> u64 {
+    (u128::from(frames) * u128::from(AUDIO_RATE) * u128::from(rate.den) / u128::from(rate.num)) as u64
+}
+
+impl AudioTrack {
+    /// Encodes queued audio: every whole AAC frame, and with `all` the
+    /// short last one too. The graph's audio is continuous (resampled with
+    /// gap filling, cards padded with silence), so the n-th sample is at n,
+    /// whatever time base the concat filter used.
+    fn encode_pending(&mut self, all: bool, octx: &mut format::context::Output, output: &Path) -> Result<()> {
+        loop {
+            let available = self.pending[0].len();
+            let n = if available >= AAC_FRAME {
+                AAC_FRAME
+            } else if all && available > 0 {
+                available
+            } else {
+                return Ok(());
+            };
+            let mut f = frame::Audio::new(
+                format::Sample::F32(format::sample::Type::Planar),
+                n,
+                ffmpeg_next::ChannelLayout::STEREO,
+            );
+            f.set_rate(AUDIO_RATE);
+            for (ch, queue) in self.pending.iter_mut().enumerate() {
+                f.plane_mut::<f32>(ch)[..n].copy_from_slice(&queue[..n]);
+                queue.drain(..n);
+            }
+            f.set_pts(Some(self.samples as i64));
+            self.samples += n as u64;
+            self.encoder
+                .send_frame(&f)
+                .map_err(|e| write_error(output, "encoding audio", e))?;
+            write_packets(&mut self.encoder, self.track, octx, output)?;
+        }
+    }
+
+    /// Makes the audio exactly `length` samples long: silence where it ends early
+    /// (the concat filter pads every segment but the last, and a source's
+    /// audio may simply stop), cut where it runs on. Players otherwise show
+    /// a frozen clock or drift.
+    fn pad_to(&mut self, length: u64, octx: &mut format::context::Output, output: &Path) -> Result<()> {
+        let wanted = length.saturating_sub(self.samples) as usize;
+        for queue in &mut self.pending {
+            queue.resize(wanted, 0.0);
+        }
+        self.encode_pending(true, octx, output)
+    }
+}
+
+/// Opens libx264 for the rendition: High profile, CRF, constant frame rate,
+/// BT.709 TV range, a keyframe at least every `keyframe_interval`.
+fn open_x264(
+    output: &Path,
+    spec: &RenditionSpec,
+    rate: Fraction,
+    global_header: bool,
+) -> Result<(encoder::Video, ffmpeg_next::Codec)> {
+    let fail = |stage: &'static str| move |e: ffmpeg_next::Error| write_error(output, stage, e);
+    let x264 = encoder::find_by_name("libx264").ok_or_else(|| Error::Internal {
+        path: output.to_owned(),
+        stage: "finding libx264",
+        source: ffmpeg_next::Error::EncoderNotFound,
+        log: " (this FFmpeg build has no libx264)".into(),
+    })?;
+    let mut ctx = codec::Context::new_with_codec(x264)
+        .encoder()
+        .video()
+        .map_err(fail("creating the H.264 encoder"))?;
+    ctx.set_width(spec.width);
+    ctx.set_height(spec.height);
+    ctx.set_format(format::Pixel::YUV420P);
+    ctx.set_time_base(video_time_base(rate));
+    ctx.set_frame_rate(Some(rate.to_rational()));
+    ctx.set_aspect_ratio(Rational::new(1, 1));
+    let gop = (spec.keyframe_interval.as_secs_f64() * rate.as_f64()).floor().max(1.0) as u32;
+    ctx.set_gop(gop);
+    ctx.set_colorspace(ffmpeg_next::color::Space::BT709);
+    ctx.set_color_range(ffmpeg_next::color::Range::MPEG);
+    ctx.set_color_primaries(ffmpeg_next::color::Primaries::BT709);
+    ctx.set_color_transfer_characteristic(ffmpeg_next::color::TransferCharacteristic::BT709);
+    ctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: spec.threads as usize,
+        ..Default::default()
+    });
+    if global_header {
+        ctx.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let mut opts = Dictionary::new();
+    opts.set("preset", &spec.preset);
+    opts.set("crf", &spec.crf.to_string());
+    opts.set("profile", "high");
+    // Keyframes at least every `gop` frames; scene cuts may add more.
+    opts.set("x264-params", &format!("keyint={gop}:min-keyint={}", (gop / 2).max(1)));
+    let encoder = ctx.open_with(opts).map_err(fail("opening libx264"))?;
+    Ok((encoder, x264))
+}
+
+/// Opens the AAC encoder: stereo, 48 kHz, 128 kb/s.
+fn open_aac(output: &Path, global_header: bool) -> Result<(encoder::Audio, ffmpeg_next::Codec)> {
+    let fail = |stage: &'static str| move |e: ffmpeg_next::Error| write_error(output, stage, e);
+    let aac = encoder::find(codec::Id::AAC).ok_or_else(|| Error::Internal {
+        path: output.to_owned(),
+        stage: "finding the AAC encoder",
+        source: ffmpeg_next::Error::EncoderNotFound,
+        log: String::new(),
+    })?;
+    let mut ctx = codec::Context::new_with_codec(aac)
+        .encoder()
+        .audio()
+        .map_err(fail("creating the AAC encoder"))?;
+    ctx.set_rate(AUDIO_RATE as i32);
+    ctx.set_format(format::Sample::F32(format::sample::Type::Planar));
+    ctx.set_channel_layout(ffmpeg_next::ChannelLayout::STEREO);
+    ctx.set_bit_rate(128_000);
+    ctx.set_time_base(Rational::new(1, AUDIO_RATE as i32));
+    if global_header {
+        ctx.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let encoder = ctx.open_as(aac).map_err(fail("opening the AAC encoder"))?;
+    Ok((encoder, aac))
+}
+
+/// The video encoder's time base: one tick per frame.
+fn video_time_base(rate: Fraction) -> Rational {
+    Rational::new(rate.den as i32, rate.num as i32)
+}
+
+/// Adds a stream for an opened encoder to the file.
+fn add_stream<E: AsRef<codec::Context>>(
+    octx: &mut format::context::Output,
+    codec: ffmpeg_next::Codec,
+    encoder: &E,
+    medium: Medium,
+    output: &Path,
+) -> Result<Track> {
+    let time_base = encoder.as_ref().time_base();
+    let mut st = octx
+        .add_stream(codec)
+        .map_err(|e| write_error(output, "adding a stream", e))?;
+    st.set_parameters(encoder);
+    st.set_time_base(time_base);
+    Ok(Track {
+        index: st.index(),
+        time_base,
+        medium,
+    })
+}
+
+/// Moves every packet an encoder has ready into the file, with timestamps
+/// rescaled to the stream's time base (which the muxer may have changed).
+/// Shared by video and audio.
+fn write_packets(
+    encoder: &mut encoder::Encoder,
+    track: Track,
+    octx: &mut format::context::Output,
+    output: &Path,
+) -> Result<()> {
+    let (encoding, writing) = track.medium.stages();
+    let stream_tb = octx.stream(track.index).map_or(track.time_base, |s| s.time_base());
+    let mut packet = Packet::empty();
+    loop {
+        match encoder.receive_packet(&mut packet) {
+            Ok(()) => {
+                packet.set_stream(track.index);
+                packet.rescale_ts(track.time_base, stream_tb);
+                packet
+                    .write_interleaved(octx)
+                    .map_err(|e| write_error(output, writing, e))?;
+            }
+            Err(e) if is_again_or_eof(&e) => return Ok(()),
+            Err(e) => return Err(write_error(output, encoding, e)),
+        }
+    }
+}
+
+/// Errors while producing output: system I/O errors become
+/// [`Error::OutputIo`], anything else is internal.
+fn write_error(output: &Path, stage: &'static str, e: ffmpeg_next::Error) -> Error {
+    const DISK: [i32; 8] = [
+        libc::EIO,
+        libc::ENOSPC,
+        libc::EDQUOT,
+        libc::EROFS,
+        libc::EACCES,
+        libc::EPERM,
+        libc::ENOENT,
+        libc::EFBIG,
+    ];
+    match e {
+        ffmpeg_next::Error::Other { errno } if DISK.contains(&errno) => Error::OutputIo {
+            path: output.to_owned(),
+            source: io::Error::from_raw_os_error(errno),
+        },
+        other => Error::internal(output, stage, other),
+    }
+}
