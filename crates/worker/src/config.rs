@@ -1,11 +1,11 @@
-//! Configuration in two steps: raw values from flags and the environment
-//! (the clap `*Args` structs), then validated, typed settings the rest of the
-//! code takes ([`processor::RenditionSpec`], [`WorkerSettings`]).
+//! The validated settings of a running worker ([`WorkerSettings`]). The
+//! command line (flags and environment) lives in the binary and produces
+//! them; every default is defined here, once.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use processor::{Card, CardContent, Corner, Fit, Image, Limits, RenditionSpec, Watermark};
+use processor::RenditionSpec;
 
 /// A configuration value that cannot be used; the message names it.
 #[derive(Debug, thiserror::Error)]
@@ -18,389 +18,26 @@ impl From<processor::Error> for ConfigError {
     }
 }
 
-/// How the picture is fitted into the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum FitArg {
-    /// Black bars, nothing cropped.
-    Pad,
-    /// Fill the frame, cropping what overflows.
-    Fill,
-}
-
-/// A corner of the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CornerArg {
-    /// Top left.
-    TopLeft,
-    /// Top right.
-    TopRight,
-    /// Bottom left.
-    BottomLeft,
-    /// Bottom right.
-    BottomRight,
-}
-
-/// Every rendition option, shared by `vidworker process` and `vidworker run`.
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Rendition")]
-pub struct RenditionArgs {
-    /// Longest main video in seconds (cards come on top).
-    #[arg(long, env = "RENDITION_MAX_DURATION", default_value_t = 30.0, value_name = "SECONDS")]
-    pub max_duration: f64,
-    /// Output width in pixels (even).
-    #[arg(long, env = "RENDITION_WIDTH", default_value_t = 1280)]
-    pub width: u32,
-    /// Output height in pixels (even).
-    #[arg(long, env = "RENDITION_HEIGHT", default_value_t = 720)]
-    pub height: u32,
-    /// `pad`: black bars, nothing cropped; `fill`: crop to fill the frame.
-    #[arg(long, env = "RENDITION_FIT", value_enum, default_value_t = FitArg::Pad)]
-    pub fit: FitArg,
-    /// A PNG to use as watermark instead of the built-in league logo.
-    #[arg(
-        long,
-        env = "RENDITION_WATERMARK",
-        value_name = "PNG",
-        conflicts_with = "no_watermark"
-    )]
-    pub watermark: Option<PathBuf>,
-    /// No watermark at all.
-    #[arg(long, env = "RENDITION_NO_WATERMARK")]
-    pub no_watermark: bool,
-    /// Corner of the watermark.
-    #[arg(long, env = "RENDITION_WATERMARK_CORNER", value_enum, default_value_t = CornerArg::BottomRight)]
-    pub watermark_corner: CornerArg,
-    /// Distance of the watermark from the frame's edges, in output pixels.
-    #[arg(
-        long,
-        env = "RENDITION_WATERMARK_MARGIN",
-        default_value_t = 24,
-        value_name = "PIXELS"
-    )]
-    pub watermark_margin: u32,
-    /// Width of the watermark as a fraction of the frame width.
-    #[arg(
-        long,
-        env = "RENDITION_WATERMARK_WIDTH",
-        default_value_t = 0.10,
-        value_name = "FRACTION"
-    )]
-    pub watermark_width: f32,
-    /// Opacity of the watermark, 0 to 1.
-    #[arg(long, env = "RENDITION_WATERMARK_OPACITY", default_value_t = 0.85)]
-    pub watermark_opacity: f32,
-    /// Intro card: `logo` (the league logo on black), a `.png` file, or a
-    /// short video clip.
-    #[arg(long, env = "RENDITION_INTRO", value_name = "logo|PNG|CLIP")]
-    pub intro: Option<String>,
-    /// Outro card: `logo`, a `.png` file, or a short video clip.
-    #[arg(long, env = "RENDITION_OUTRO", value_name = "logo|PNG|CLIP")]
-    pub outro: Option<String>,
-    /// Intro length in seconds (at most 2.5; intro + outro at most 5).
-    #[arg(
-        long,
-        env = "RENDITION_INTRO_DURATION",
-        default_value_t = 2.5,
-        value_name = "SECONDS"
-    )]
-    pub intro_duration: f64,
-    /// Outro length in seconds (at most 2.5; intro + outro at most 5).
-    #[arg(
-        long,
-        env = "RENDITION_OUTRO_DURATION",
-        default_value_t = 2.5,
-        value_name = "SECONDS"
-    )]
-    pub outro_duration: f64,
-    /// Keep the audio, re-encoded as AAC stereo 128 kb/s.
-    #[arg(long, env = "RENDITION_KEEP_AUDIO")]
-    pub keep_audio: bool,
-    /// libx264 preset, `ultrafast` to `veryslow`.
-    #[arg(long, env = "RENDITION_PRESET", default_value = "medium")]
-    pub preset: String,
-    /// libx264 constant rate factor, 0 to 51 (lower is better and larger).
-    #[arg(long, env = "RENDITION_CRF", default_value_t = 23)]
-    pub crf: u8,
-    /// Highest output frame rate; faster sources are reduced by an integer
-    /// factor (59.94 → 29.97).
-    #[arg(long, env = "RENDITION_MAX_FPS", default_value_t = 30)]
-    pub max_fps: u32,
-    /// Longest interval between keyframes, in seconds.
-    #[arg(
-        long,
-        env = "RENDITION_KEYFRAME_INTERVAL",
-        default_value_t = 2.0,
-        value_name = "SECONDS"
-    )]
-    pub keyframe_interval: f64,
-    /// Threads for decoding and for encoding each; 0 lets FFmpeg choose.
-    #[arg(long, env = "RENDITION_THREADS", default_value_t = 0)]
-    pub threads: u32,
-    #[command(flatten)]
-    pub limits: LimitArgs,
-}
-
-/// Resource limits for untrusted inputs.
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Input limits")]
-pub struct LimitArgs {
-    /// Largest input accepted, in bytes.
-    #[arg(long, env = "INPUT_MAX_BYTES", default_value_t = Limits::default().max_input_bytes, value_name = "BYTES")]
-    pub max_input_bytes: u64,
-    /// Largest picture accepted, in pixels per frame.
-    #[arg(long, env = "INPUT_MAX_PIXELS", default_value_t = Limits::default().max_pixels, value_name = "PIXELS")]
-    pub max_pixels: u64,
-    /// Most streams an input may have.
-    #[arg(long, env = "INPUT_MAX_STREAMS", default_value_t = Limits::default().max_streams)]
-    pub max_streams: u32,
-    /// Wall-clock limit for one transcode, in seconds; 0 for none.
-    #[arg(long, env = "JOB_TIMEOUT", default_value_t = 600, value_name = "SECONDS")]
-    pub job_timeout: u64,
-    /// How many bytes FFmpeg may read to identify an input's streams.
-    #[arg(long, env = "INPUT_PROBE_BYTES", default_value_t = Limits::default().probe_bytes, value_name = "BYTES")]
-    pub probe_bytes: u64,
-}
-
-impl LimitArgs {
-    /// The validated limits.
-    pub fn to_limits(&self) -> Limits {
-        Limits {
-            max_input_bytes: self.max_input_bytes,
-            max_pixels: self.max_pixels,
-            max_streams: self.max_streams,
-            timeout: (self.job_timeout > 0).then(|| Duration::from_secs(self.job_timeout)),
-            probe_bytes: self.probe_bytes,
-            ..Limits::default()
-        }
-    }
-}
-
-fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{name} {v} is not a number of seconds")))
-}
-
-fn card(name: &str, arg: &Option<String>, secs: f64) -> Result<Option<Card>, ConfigError> {
-    let Some(arg) = arg else { return Ok(None) };
-    let content = if arg == "logo" {
-        CardContent::Image(Image::Logo)
-    } else {
-        let path = PathBuf::from(arg);
-        if !path.is_file() {
-            return Err(ConfigError(format!(
-                "{name} {arg:?} is neither `logo` nor a readable file"
-            )));
-        }
-        // A PNG is a still card; anything else is treated as a clip.
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
-            CardContent::Image(Image::Png(path))
-        } else {
-            CardContent::Clip(path)
-        }
-    };
-    Ok(Some(Card {
-        content,
-        duration: seconds(&format!("{name} duration"), secs)?,
-    }))
-}
-
-impl RenditionArgs {
-    /// The validated rendition spec.
-    pub fn to_spec(&self) -> Result<RenditionSpec, ConfigError> {
-        let watermark = if self.no_watermark {
-            None
-        } else {
-            Some(Watermark {
-                image: self.watermark.clone().map_or(Image::Logo, Image::Png),
-                corner: match self.watermark_corner {
-                    CornerArg::TopLeft => Corner::TopLeft,
-                    CornerArg::TopRight => Corner::TopRight,
-                    CornerArg::BottomLeft => Corner::BottomLeft,
-                    CornerArg::BottomRight => Corner::BottomRight,
-                },
-                margin: self.watermark_margin,
-                width_fraction: self.watermark_width,
-                opacity: self.watermark_opacity,
-            })
-        };
-        if let Some(Watermark {
-            image: Image::Png(p), ..
-        }) = &watermark
-            && !p.is_file()
-        {
-            return Err(ConfigError(format!("watermark {} is not a readable file", p.display())));
-        }
-        let spec = RenditionSpec {
-            max_duration: seconds("max duration", self.max_duration)?,
-            width: self.width,
-            height: self.height,
-            fit: match self.fit {
-                FitArg::Pad => Fit::Pad,
-                FitArg::Fill => Fit::Fill,
-            },
-            watermark,
-            intro: card("intro", &self.intro, self.intro_duration)?,
-            outro: card("outro", &self.outro, self.outro_duration)?,
-            keep_audio: self.keep_audio,
-            preset: self.preset.clone(),
-            crf: self.crf,
-            max_fps: self.max_fps,
-            keyframe_interval: seconds("keyframe interval", self.keyframe_interval)?,
-            threads: self.threads,
-            limits: self.limits.to_limits(),
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        r: RenditionArgs,
-    }
-
-    #[test]
-    fn defaults_give_the_product_spec() {
-        let t = T::try_parse_from(["t"]).expect("parses");
-        let spec = t.r.to_spec().expect("valid");
-        assert_eq!(spec, RenditionSpec::default());
-    }
-
-    #[test]
-    fn bad_values_name_the_option() {
-        let t = T::try_parse_from(["t", "--intro", "logo", "--intro-duration", "4"]).expect("parses");
-        let err = t.r.to_spec().expect_err("too long");
-        assert!(err.to_string().contains("intro lasts 4.00 s"), "{err}");
-        let t = T::try_parse_from(["t", "--outro", "/nonexistent.png"]).expect("parses");
-        let err = t.r.to_spec().expect_err("missing file");
-        assert!(err.to_string().contains("outro \"/nonexistent.png\""), "{err}");
-    }
-}
-
-/// Where the database is.
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Database")]
-pub struct DbArgs {
-    /// PostgreSQL URL, e.g. `postgres://user:password@host:5432/db`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-}
-
-/// Where S3 and SQS are.
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "AWS")]
-pub struct AwsArgs {
-    /// URL of the job queue.
-    #[arg(long, env = "SQS_QUEUE_URL")]
-    pub queue_url: String,
-    /// Bucket holding originals and renditions.
-    #[arg(long, env = "S3_BUCKET")]
-    pub bucket: String,
-    /// AWS region (also read from the usual AWS configuration).
-    #[arg(long, env = "AWS_REGION")]
-    pub region: Option<String>,
-    /// An S3/SQS-compatible endpoint (LocalStack, moto, MinIO). S3 then uses
-    /// path-style addressing.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub endpoint_url: Option<String>,
-}
-
-impl AwsArgs {
-    /// The AWS clients, configured from these values and the standard AWS
-    /// environment (credentials chain, profiles).
-    pub async fn clients(&self) -> crate::Clients {
-        crate::Clients::from_env(self.region.as_deref(), self.endpoint_url.as_deref()).await
-    }
-}
-
-/// Everything `vidworker run` takes.
-#[derive(Clone, Debug, clap::Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
-    pub aws: AwsArgs,
-    /// Apply the database migrations before starting.
-    #[arg(long, env = "RUN_MIGRATIONS", help_heading = "Worker")]
-    pub migrate: bool,
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-    #[command(flatten)]
-    pub rendition: RenditionArgs,
-}
-
-/// How the worker runs jobs.
-#[derive(Clone, Debug, clap::Args)]
-#[command(next_help_heading = "Worker")]
-pub struct WorkerArgs {
-    /// Jobs run at once [default: one per 4 cores, at least 1].
-    #[arg(long, env = "WORKER_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// Seconds a received message stays invisible; extended every third of
-    /// it while its job runs.
-    #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = 900, value_name = "SECONDS")]
-    pub visibility_timeout: u64,
-    /// Receives after which a failing job is marked failed and left to the
-    /// dead-letter queue [default: the queue's redrive policy, else 3].
-    #[arg(long, env = "MAX_RECEIVES")]
-    pub max_receives: Option<u32>,
-    /// Long-polling wait, in seconds (0 to 20).
-    #[arg(long, env = "RECEIVE_WAIT_SECONDS", default_value_t = 20, value_name = "SECONDS")]
-    pub receive_wait: u64,
-    /// Seconds running jobs get to finish after SIGTERM before they are
-    /// cancelled and handed back.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = 90, value_name = "SECONDS")]
-    pub shutdown_grace: u64,
-    /// First retry delay in seconds after a transient failure; doubles with
-    /// every receive, up to 15 minutes.
-    #[arg(long, env = "RETRY_BACKOFF", default_value_t = 10, value_name = "SECONDS")]
-    pub retry_backoff: u64,
-    /// Key prefix of originals; a row pointing elsewhere is refused. Empty
-    /// to allow any key.
-    #[arg(long, env = "ORIGINALS_PREFIX", default_value = "originals/")]
-    pub originals_prefix: String,
-    /// Key prefix of renditions: `<prefix><id>.mp4`.
-    #[arg(long, env = "PROCESSED_PREFIX", default_value = "processed/")]
-    pub processed_prefix: String,
-    /// Directory for each job's private working directory [default: the
-    /// system's temporary directory].
-    #[arg(long, env = "WORKER_TEMP_DIR")]
-    pub temp_dir: Option<PathBuf>,
-    /// How long a job waits for S3 or PostgreSQL to come back before it is
-    /// handed back for a later retry, in seconds.
-    #[arg(long, env = "OUTAGE_PATIENCE", default_value_t = 3600, value_name = "SECONDS")]
-    pub outage_patience: u64,
-    /// This worker's name in the database's `claimed_by` [default:
-    /// hostname:pid].
-    #[arg(long, env = "WORKER_ID")]
-    pub worker_id: Option<String>,
-}
-
-/// The validated settings of a running worker.
+/// How a worker runs jobs.
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     /// Name written into `claimed_by`.
     pub worker_id: String,
     /// Jobs at once.
     pub concurrency: usize,
-    /// Visibility of a running job's message, and the length of its lease.
+    /// Visibility of a running job's message; its lease is 90 % of it.
     pub visibility_timeout: Duration,
     /// Receives before giving up; `None` to take the queue's.
     pub max_receives: Option<u32>,
-    /// Long-polling wait.
+    /// Long-polling wait (1 to 20 s).
     pub receive_wait: Duration,
     /// Grace period at shutdown.
     pub shutdown_grace: Duration,
-    /// First retry delay.
+    /// First retry delay after a transient failure.
     pub retry_backoff: Duration,
     /// How long a job waits for S3 or PostgreSQL to come back.
     pub outage_patience: Duration,
-    /// Allowed prefix of original keys.
+    /// Allowed prefix of original keys; empty allows any key.
     pub originals_prefix: String,
     /// Prefix of rendition keys.
     pub processed_prefix: String,
@@ -410,69 +47,108 @@ pub struct WorkerSettings {
     pub spec: RenditionSpec,
 }
 
-impl WorkerArgs {
-    /// Validates the values; `spec` is the rendition to produce.
-    pub fn to_settings(&self, mut spec: RenditionSpec) -> Result<WorkerSettings, ConfigError> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let concurrency = self.concurrency.unwrap_or((cores / 4).max(1));
-        if !(1..=64).contains(&concurrency) {
-            return Err(ConfigError(format!(
-                "WORKER_CONCURRENCY {concurrency} is outside 1 to 64"
-            )));
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            worker_id: default_worker_id(),
+            concurrency: default_concurrency(),
+            visibility_timeout: Duration::from_secs(900),
+            max_receives: None,
+            receive_wait: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(90),
+            retry_backoff: Duration::from_secs(10),
+            outage_patience: Duration::from_secs(3600),
+            originals_prefix: "originals/".into(),
+            processed_prefix: "processed/".into(),
+            temp_dir: std::env::temp_dir(),
+            spec: RenditionSpec::default(),
         }
-        if !(1..=12 * 3600).contains(&self.visibility_timeout) {
-            return Err(ConfigError(format!(
-                "VISIBILITY_TIMEOUT {} s is outside 1 s to 12 h",
-                self.visibility_timeout
-            )));
+    }
+}
+
+/// `hostname:pid`.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// One job per four cores, at least one.
+pub fn default_concurrency() -> usize {
+    (cores() / 4).max(1)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+impl WorkerSettings {
+    /// Checks every value and fills in what follows from the others (each
+    /// job's share of the cores when the spec leaves threads at 0).
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
+        if !(1..=64).contains(&self.concurrency) {
+            return bad(format!("WORKER_CONCURRENCY {} is outside 1 to 64", self.concurrency));
         }
-        if !(1..=20).contains(&self.receive_wait) {
+        let visibility = self.visibility_timeout.as_secs();
+        if !(1..=12 * 3600).contains(&visibility) {
+            return bad(format!("VISIBILITY_TIMEOUT {visibility} s is outside 1 s to 12 h"));
+        }
+        let wait = self.receive_wait.as_secs();
+        if !(1..=20).contains(&wait) {
             // 0 would make an idle worker poll SQS in a tight loop.
-            return Err(ConfigError(format!(
-                "RECEIVE_WAIT_SECONDS {} is outside 1 to 20",
-                self.receive_wait
-            )));
+            return bad(format!("RECEIVE_WAIT_SECONDS {wait} is outside 1 to 20"));
         }
         if self.max_receives == Some(0) {
-            return Err(ConfigError("MAX_RECEIVES must be at least 1".into()));
+            return bad("MAX_RECEIVES must be at least 1".into());
         }
         if self.processed_prefix.is_empty() {
-            return Err(ConfigError(
-                "PROCESSED_PREFIX must not be empty: renditions would mix with originals".into(),
-            ));
+            return bad("PROCESSED_PREFIX must not be empty: renditions would mix with originals".into());
         }
-        match spec.limits.timeout {
+        match self.spec.limits.timeout {
             Some(t) if t < Duration::from_secs(11 * 3600 + 1800) => {}
             _ => {
-                return Err(ConfigError(
+                return bad(
                     "JOB_TIMEOUT must be set below 11.5 hours: SQS keeps a message invisible for 12 hours at most"
                         .into(),
-                ));
+                );
             }
         }
+        self.retry_backoff = self.retry_backoff.max(Duration::from_secs(1));
         // Jobs share the cores: each gets its share of FFmpeg threads.
-        if spec.threads == 0 {
-            spec.threads = (cores / concurrency).max(1) as u32;
+        if self.spec.threads == 0 {
+            self.spec.threads = (cores() / self.concurrency).max(1) as u32;
         }
-        let worker_id = self.worker_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "worker".into());
-            format!("{host}:{}", std::process::id())
-        });
-        Ok(WorkerSettings {
-            worker_id,
-            concurrency,
-            visibility_timeout: Duration::from_secs(self.visibility_timeout),
-            max_receives: self.max_receives,
-            receive_wait: Duration::from_secs(self.receive_wait),
-            shutdown_grace: Duration::from_secs(self.shutdown_grace),
-            retry_backoff: Duration::from_secs(self.retry_backoff.max(1)),
-            outage_patience: Duration::from_secs(self.outage_patience),
-            originals_prefix: self.originals_prefix.clone(),
-            processed_prefix: self.processed_prefix.clone(),
-            temp_dir: self.temp_dir.clone().unwrap_or_else(std::env::temp_dir),
-            spec,
-        })
+        self.spec.validate()?;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_give_each_job_its_share_of_the_cores() {
+        let s = WorkerSettings::default().validated().expect("defaults validate");
+        assert!(s.spec.threads >= 1);
+        assert_eq!(s.visibility_timeout, Duration::from_secs(900));
+        assert!(s.worker_id.ends_with(&format!(":{}", std::process::id())));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let s = WorkerSettings {
+            receive_wait: Duration::ZERO,
+            ..WorkerSettings::default()
+        };
+        let err = s.validated().expect_err("0 s long poll");
+        assert!(err.to_string().contains("RECEIVE_WAIT_SECONDS 0"), "{err}");
+        let s = WorkerSettings {
+            processed_prefix: String::new(),
+            ..WorkerSettings::default()
+        };
+        assert!(s.validated().is_err());
     }
 }

@@ -32,6 +32,24 @@ pub enum DbError {
     /// Migrations could not be applied.
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database did not answer a check in time.
+    #[error("database {database}: no answer within {} s", after.as_secs())]
+    NoAnswer {
+        /// The URL without its password.
+        database: String,
+        /// How long the check waited.
+        after: Duration,
+    },
+    /// The database answered a check with an error; `hint` says what to do.
+    #[error("database {database}: {source}{hint}")]
+    Unusable {
+        /// The URL without its password.
+        database: String,
+        /// What the server or driver said.
+        source: sqlx::Error,
+        /// A suggestion, starting with a separator, or empty.
+        hint: &'static str,
+    },
 }
 
 /// What a claim attempt found.
@@ -150,7 +168,7 @@ impl Db {
     /// Checks, on a connection of its own so the real cause of a failure
     /// shows (not a pool timeout), that the server answers and the `videos`
     /// table exists. The message names the database.
-    pub async fn check(&self) -> Result<(), String> {
+    pub async fn check(&self) -> Result<(), DbError> {
         use sqlx::Connection;
         let fail = |e: sqlx::Error| {
             let hint = match &e {
@@ -159,11 +177,19 @@ impl Db {
                 }
                 _ => "",
             };
-            format!("database {}: {e}{hint}", self.label)
+            DbError::Unusable {
+                database: self.label.clone(),
+                source: e,
+                hint,
+            }
         };
-        let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect_with(&self.options))
+        let after = Duration::from_secs(10);
+        let mut conn = tokio::time::timeout(after, sqlx::PgConnection::connect_with(&self.options))
             .await
-            .map_err(|_| format!("database {}: no answer within 10 s", self.label))?
+            .map_err(|_| DbError::NoAnswer {
+                database: self.label.clone(),
+                after,
+            })?
             .map_err(fail)?;
         sqlx::query("SELECT 1 FROM videos LIMIT 1")
             .execute(&mut conn)

@@ -15,20 +15,37 @@ struct Body {
     video_id: serde_json::Value,
 }
 
+/// Why a message body is not a job.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// Not JSON at all.
+    #[error("the body is not JSON ({0})")]
+    NotJson(String),
+    /// JSON without a `video_id`.
+    #[error("the body has no \"video_id\"")]
+    NoVideoId,
+    /// `video_id` is a number, an object, …
+    #[error("\"video_id\" is {0}, not a string")]
+    NotString(String),
+    /// `video_id` is a string but not a UUID.
+    #[error("\"video_id\" {0:?} is not a UUID")]
+    NotUuid(String),
+}
+
 /// The video a message asks for, or why the message is malformed.
-pub fn parse(body: &str) -> Result<Uuid, String> {
+pub fn parse(body: &str) -> Result<Uuid, Malformed> {
     let parsed: Body = serde_json::from_str(body).map_err(|e| {
         if e.is_data() {
-            "the body has no \"video_id\"".to_owned()
+            Malformed::NoVideoId
         } else {
-            format!("the body is not JSON ({e})")
+            Malformed::NotJson(e.to_string())
         }
     })?;
     let text = parsed
         .video_id
         .as_str()
-        .ok_or_else(|| format!("\"video_id\" is {}, not a string", parsed.video_id))?;
-    Uuid::parse_str(text).map_err(|_| format!("\"video_id\" {text:?} is not a UUID"))
+        .ok_or_else(|| Malformed::NotString(parsed.video_id.to_string()))?;
+    Uuid::parse_str(text).map_err(|_| Malformed::NotUuid(text.to_owned()))
 }
 
 /// Why a job stopped before it was done.
@@ -128,10 +145,11 @@ mod tests {
 
     #[test]
     fn malformed_bodies_say_what_is_wrong() {
-        assert!(parse("hello").unwrap_err().contains("not JSON"));
-        assert!(parse("{}").unwrap_err().contains("no \"video_id\""));
-        assert!(parse(r#"{"video_id": 7}"#).unwrap_err().contains("7, not a string"));
-        assert!(parse(r#"{"video_id": "../x"}"#).unwrap_err().contains("is not a UUID"));
+        let why = |body: &str| parse(body).unwrap_err().to_string();
+        assert!(why("hello").contains("not JSON"));
+        assert!(why("{}").contains("no \"video_id\""));
+        assert!(why(r#"{"video_id": 7}"#).contains("7, not a string"));
+        assert!(why(r#"{"video_id": "../x"}"#).contains("is not a UUID"));
     }
 
     #[test]

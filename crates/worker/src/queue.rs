@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 
 /// SQS refuses to keep a message invisible for more than 12 hours after it
@@ -119,7 +119,7 @@ impl Queue {
             queue: self.url.clone(),
             action,
             code: err.code().map(str::to_owned),
-            message: crate::describe_sdk_error(&err),
+            message: crate::aws::describe(&err),
         }
     }
 
@@ -266,7 +266,7 @@ impl Queue {
                 queue: dlq.clone(),
                 action: "forward a message to the dead-letter queue",
                 code: e.code().map(str::to_owned),
-                message: crate::describe_sdk_error(&e),
+                message: crate::aws::describe(&e),
             })?;
         self.delete(&msg.receipt).await
     }
@@ -275,11 +275,11 @@ impl Queue {
     /// brings existing ones to those settings. Returns (queue URL,
     /// dead-letter queue URL).
     pub async fn create(client: &Client, name: &str, settings: &QueueSettings) -> Result<(String, String), QueueError> {
-        let err = |queue: &str, action, e: &dyn ProvideErrorMetadataDisplay| QueueError {
+        let err = |queue: &str, action, e: &aws_sdk_sqs::Error| QueueError {
             queue: queue.to_owned(),
             action,
-            code: e.error_code(),
-            message: e.full_message(),
+            code: e.code().map(str::to_owned),
+            message: crate::aws::describe(e),
         };
         let dlq_name = format!("{name}-dlq");
         let dlq_attrs = HashMap::from([(
@@ -295,7 +295,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| err(&dlq_url, "read the ARN of", &e))?
+            .map_err(|e| err(&dlq_url, "read the ARN of", &e.into()))?
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
@@ -323,21 +323,6 @@ impl Queue {
             .await
             .map_err(|e| err(name, "create", &e))?;
         Ok((url, dlq_url))
-    }
-}
-
-/// Error details from any SDK error, for `create`.
-trait ProvideErrorMetadataDisplay {
-    fn error_code(&self) -> Option<String>;
-    fn full_message(&self) -> String;
-}
-
-impl<E: std::error::Error + ProvideErrorMetadata> ProvideErrorMetadataDisplay for E {
-    fn error_code(&self) -> Option<String> {
-        self.code().map(str::to_owned)
-    }
-    fn full_message(&self) -> String {
-        DisplayErrorContext(self).to_string()
     }
 }
 

@@ -9,7 +9,6 @@
 //! overwrite the outcome of the one that took over.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use crate::job::{self, JobError};
 use crate::queue::{MAX_VISIBILITY, Queue, Received};
 use crate::shutdown::Shutdown;
 use crate::storage::Storage;
-use crate::telemetry::events;
+use crate::telemetry::{Event, Stats};
 
 /// Longest wait between two receives while SQS is unreachable.
 const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(30);
@@ -35,36 +34,32 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Margin kept before SQS's 12-hour visibility cap.
 const CAP_MARGIN: Duration = Duration::from_secs(120);
 
-/// How many jobs ended which way; logged at shutdown.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Renditions made and recorded.
-    pub processed: AtomicU64,
-    /// Videos marked failed.
-    pub failed: AtomicU64,
-    /// Jobs handed back for a later retry.
-    pub retried: AtomicU64,
-    /// Duplicate deliveries of processed videos.
-    pub duplicates: AtomicU64,
-    /// Malformed messages moved to the dead-letter queue.
-    pub dead_lettered: AtomicU64,
-    /// Jobs handed back at shutdown.
-    pub released: AtomicU64,
-    /// Messages put back because another worker held the video.
-    pub busy: AtomicU64,
-    /// Failed attempts to receive messages (SQS unreachable).
-    pub receive_errors: AtomicU64,
+/// Why a worker could not start; the message names the service.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The private working directory could not be made.
+    #[error("working directory {}: {source}", path.display())]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The database is unreachable or not migrated.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// The queue is unreachable.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    /// The bucket is unreachable.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }
 
-impl Stats {
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A worker: its settings and its three services.
+/// The worker service: its settings, its three services, and the loop
+/// that feeds jobs from the queue.
 #[derive(Debug)]
-pub struct Worker {
+pub struct Runner {
     settings: WorkerSettings,
     db: Db,
     storage: Storage,
@@ -84,14 +79,22 @@ enum StopReason {
     VisibilityCap,
 }
 
-/// A job's cancellation: a token plus the first reason given.
-#[derive(Clone, Debug, Default)]
+/// A job's cancellation: a child of the shutdown's abort token (so the
+/// end of the grace period stops it) plus the first reason given.
+#[derive(Clone, Debug)]
 struct JobStop {
     token: CancellationToken,
     reason: Arc<Mutex<Option<StopReason>>>,
 }
 
 impl JobStop {
+    fn new(abort: &CancellationToken) -> Self {
+        JobStop {
+            token: abort.child_token(),
+            reason: Arc::default(),
+        }
+    }
+
     fn stop(&self, reason: StopReason) {
         if let Ok(mut r) = self.reason.lock() {
             r.get_or_insert(reason);
@@ -100,7 +103,9 @@ impl JobStop {
     }
 
     fn error(&self) -> Option<JobError> {
-        let reason = self.reason.lock().ok().and_then(|r| *r)?;
+        let reason = self.reason.lock().ok().and_then(|r| *r);
+        // Cancelled without a reason of ours: the shutdown's abort.
+        let reason = reason.or_else(|| self.token.is_cancelled().then_some(StopReason::Shutdown))?;
         Some(match reason {
             StopReason::Shutdown => JobError::Shutdown,
             StopReason::ClaimLost => JobError::ClaimLost,
@@ -116,9 +121,9 @@ struct Produced {
     key: String,
 }
 
-impl Worker {
+impl Runner {
     /// A worker over these services. `max_receives` comes from the settings,
-    /// else from the queue's redrive policy (read by [`Worker::start`]).
+    /// else from the queue's redrive policy (read by [`Runner::start`]).
     pub fn new(settings: WorkerSettings, db: Db, storage: Storage, queue: Queue) -> Self {
         let max_receives = settings.max_receives.unwrap_or(3);
         // Named after the process, so a later worker can tell whether its
@@ -126,7 +131,7 @@ impl Worker {
         let work_root = settings
             .temp_dir
             .join(format!("vidworker-{}-{}", std::process::id(), Uuid::new_v4().simple()));
-        Worker {
+        Runner {
             work_root,
             settings,
             db,
@@ -139,11 +144,11 @@ impl Worker {
 
     /// Checks the database, the queue and the bucket, naming the one that
     /// fails, and adopts the queue's receive limit when none was configured.
-    pub async fn start(mut self) -> Result<Self, String> {
+    pub async fn start(mut self) -> Result<Self, StartError> {
         self.prepare_work_root()?;
         self.db.check().await?;
-        let info = self.queue.inspect().await.map_err(|e| e.to_string())?;
-        self.storage.check().await.map_err(|e| e.to_string())?;
+        let info = self.queue.inspect().await?;
+        self.storage.check().await?;
         match (self.settings.max_receives, info.max_receive_count) {
             (None, Some(n)) => self.max_receives = n,
             (Some(ours), Some(theirs)) if ours != theirs => tracing::warn!(
@@ -171,7 +176,7 @@ impl Worker {
     /// Makes this process's private working directory, and removes those
     /// of worker processes that died without cleaning up (kill -9, OOM),
     /// which may hold gigabytes of originals.
-    fn prepare_work_root(&self) -> Result<(), String> {
+    fn prepare_work_root(&self) -> Result<(), StartError> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let temp = &self.settings.temp_dir;
         if let Ok(entries) = std::fs::read_dir(temp) {
@@ -207,7 +212,10 @@ impl Worker {
                 }
             });
         made.and_then(|()| std::fs::set_permissions(&self.work_root, std::fs::Permissions::from_mode(0o700)))
-            .map_err(|e| format!("working directory {}: {e}", self.work_root.display()))
+            .map_err(|source| StartError::WorkDir {
+                path: self.work_root.clone(),
+                source,
+            })
     }
 
     /// Runs until `shutdown` stops intake, then lets running jobs finish
@@ -249,8 +257,11 @@ impl Worker {
                     m
                 }
                 Err(e) => {
-                    Stats::bump(&this.stats.receive_errors);
-                    tracing::warn!(error = %e, retry_in_s = backoff.as_secs(), "cannot receive; will retry");
+                    Event::ReceiveFailed {
+                        error: &e.to_string(),
+                        retry_in: backoff,
+                    }
+                    .emit(&this.stats);
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.intake().cancelled() => break,
@@ -293,18 +304,7 @@ impl Worker {
         if let Err(e) = std::fs::remove_dir_all(&this.work_root) {
             tracing::debug!(error = %e, "cannot remove the working directory");
         }
-        let s = &this.stats;
-        tracing::info!(
-            processed = s.processed.load(Ordering::Relaxed),
-            failed = s.failed.load(Ordering::Relaxed),
-            retried = s.retried.load(Ordering::Relaxed),
-            duplicates = s.duplicates.load(Ordering::Relaxed),
-            dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-            released = s.released.load(Ordering::Relaxed),
-            busy = s.busy.load(Ordering::Relaxed),
-            receive_errors = s.receive_errors.load(Ordering::Relaxed),
-            "worker stopped"
-        );
+        this.stats.log();
         Arc::clone(&this.stats)
     }
 
@@ -321,11 +321,7 @@ impl Worker {
             }
             match self.db.sweep_abandoned(after).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    event = "abandoned",
-                    videos = n,
-                    "marked videos of vanished workers failed"
-                ),
+                Ok(n) => Event::Abandoned { videos: n }.emit(&self.stats),
                 Err(e) => tracing::debug!(error = %e, "cannot sweep abandoned videos"),
             }
         }
@@ -346,9 +342,13 @@ impl Worker {
             let video_id = match job::parse(&msg.body) {
                 Ok(id) => id,
                 Err(why) => {
-                    events::dead_lettered(&msg.message_id, &why);
-                    Stats::bump(&self.stats.dead_lettered);
-                    self.dead_letter(&msg, &format!("malformed message: {why}")).await;
+                    let why = format!("malformed message: {why}");
+                    Event::DeadLettered {
+                        message_id: &msg.message_id,
+                        reason: &why,
+                    }
+                    .emit(&self.stats);
+                    self.dead_letter(&msg, &why).await;
                     return;
                 }
             };
@@ -361,29 +361,22 @@ impl Worker {
                     "received {} times, more than the limit of {}",
                     msg.receive_count, self.max_receives
                 );
-                events::dead_lettered(&msg.message_id, &why);
-                Stats::bump(&self.stats.dead_lettered);
+                Event::DeadLettered {
+                    message_id: &msg.message_id,
+                    reason: &why,
+                }
+                .emit(&self.stats);
                 self.dead_letter(&msg, &why).await;
                 return;
             }
 
             // From here on the message is kept hidden, even while we wait
             // out an outage before the claim.
-            let stop = JobStop::default();
+            let stop = JobStop::new(&abort);
             let claimed = Arc::new(Mutex::new(None));
             let mut keeper = Keeper::start(Arc::clone(&self), &msg, video_id, &claimed, &stop);
-            let on_abort = {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = abort.cancelled() => stop.stop(StopReason::Shutdown),
-                        () = stop.token.cancelled() => {}
-                    }
-                })
-            };
             self.claim_and_work(&msg, video_id, &claimed, &stop, &mut keeper).await;
             keeper.stop().await;
-            on_abort.abort();
         }
         .instrument(span)
         .await;
@@ -414,19 +407,22 @@ impl Worker {
                 token,
                 attempts,
             }) => {
-                events::claimed(video_id, attempts, &original_key);
+                Event::Claimed {
+                    video_id,
+                    attempt: attempts,
+                    original_key: &original_key,
+                }
+                .emit(&self.stats);
                 (original_key, token)
             }
             Ok(Claim::AlreadyProcessed) => {
-                events::duplicate(video_id);
-                Stats::bump(&self.stats.duplicates);
+                Event::Duplicate { video_id }.emit(&self.stats);
                 keeper.stop().await;
                 self.delete(msg).await;
                 return;
             }
             Ok(Claim::Unknown) => {
-                events::unknown_video(video_id);
-                Stats::bump(&self.stats.failed);
+                Event::UnknownVideo { video_id }.emit(&self.stats);
                 keeper.stop().await;
                 self.delete(msg).await;
                 return;
@@ -435,8 +431,7 @@ impl Worker {
                 // Another worker holds a live lease; look again when it
                 // would have expired.
                 let delay = remaining + Duration::from_secs(5);
-                events::busy(video_id, delay);
-                Stats::bump(&self.stats.busy);
+                Event::Busy { video_id, delay }.emit(&self.stats);
                 keeper.stop().await;
                 self.set_visibility(msg, delay).await;
                 return;
@@ -448,8 +443,13 @@ impl Worker {
                 } else {
                     self.retry_delay(msg.receive_count)
                 };
-                events::retry(video_id, &e.to_string(), delay, msg.receive_count);
-                Stats::bump(&self.stats.retried);
+                Event::Retry {
+                    video_id,
+                    reason: &e.to_string(),
+                    delay,
+                    receives: msg.receive_count,
+                }
+                .emit(&self.stats);
                 keeper.stop().await;
                 self.set_visibility(msg, delay).await;
                 return;
@@ -672,8 +672,13 @@ impl Worker {
                     .await
                 {
                     Ok(true) => {
-                        events::processed(id, &done.key, &done.report, started.elapsed());
-                        Stats::bump(&self.stats.processed);
+                        Event::Processed {
+                            video_id: id,
+                            key: &done.key,
+                            report: &done.report,
+                            took: started.elapsed(),
+                        }
+                        .emit(&self.stats);
                         self.delete(msg).await;
                     }
                     Ok(false) => tracing::warn!(
@@ -683,8 +688,13 @@ impl Worker {
                         // The rendition is in S3 but not recorded: the next
                         // attempt redoes it and records it.
                         let delay = self.retry_delay(msg.receive_count);
-                        events::retry(id, &e.to_string(), delay, msg.receive_count);
-                        Stats::bump(&self.stats.retried);
+                        Event::Retry {
+                            video_id: id,
+                            reason: &e.to_string(),
+                            delay,
+                            receives: msg.receive_count,
+                        }
+                        .emit(&self.stats);
                         self.set_visibility(msg, delay).await;
                     }
                 }
@@ -697,14 +707,18 @@ impl Worker {
                 if let Err(e) = self.db.release(id, token, None).await {
                     tracing::warn!(error = %e, "cannot hand the video back; its lease expires on its own");
                 }
-                events::released(id);
-                Stats::bump(&self.stats.released);
+                Event::Released { video_id: id }.emit(&self.stats);
                 self.set_visibility(msg, Duration::ZERO).await;
             }
             Err(e) if e.is_permanent() => {
                 let reason = e.to_string();
-                events::failed(id, e.kind(), &reason, true);
-                Stats::bump(&self.stats.failed);
+                Event::Failed {
+                    video_id: id,
+                    kind: e.kind(),
+                    reason: &reason,
+                    permanent: true,
+                }
+                .emit(&self.stats);
                 match self
                     .patiently("record the failure", stop, || {
                         self.db.mark_failed(id, Some(token), &reason)
@@ -727,8 +741,13 @@ impl Worker {
                     // message goes to the dead-letter queue on its next
                     // receive.
                     let reason = format!("gave up after {} attempts: {reason}", msg.receive_count);
-                    events::failed(id, e.kind(), &reason, false);
-                    Stats::bump(&self.stats.failed);
+                    Event::Failed {
+                        video_id: id,
+                        kind: e.kind(),
+                        reason: &reason,
+                        permanent: false,
+                    }
+                    .emit(&self.stats);
                     if let Err(db) = self
                         .patiently("record the failure", stop, || {
                             self.db.mark_failed(id, Some(token), &reason)
@@ -740,8 +759,13 @@ impl Worker {
                     self.set_visibility(msg, Duration::ZERO).await;
                 } else {
                     let delay = self.retry_delay(msg.receive_count);
-                    events::retry(id, &reason, delay, msg.receive_count);
-                    Stats::bump(&self.stats.retried);
+                    Event::Retry {
+                        video_id: id,
+                        reason: &reason,
+                        delay,
+                        receives: msg.receive_count,
+                    }
+                    .emit(&self.stats);
                     if let Err(db) = self.db.release(id, token, Some(&reason)).await {
                         tracing::warn!(error = %db, "cannot hand the video back; its lease expires on its own");
                     }
@@ -790,7 +814,7 @@ struct Keeper {
 
 impl Keeper {
     fn start(
-        worker: Arc<Worker>,
+        worker: Arc<Runner>,
         msg: &Received,
         video_id: Uuid,
         claimed: &Arc<Mutex<Option<Uuid>>>,

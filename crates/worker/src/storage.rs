@@ -5,7 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
 use tokio::io::AsyncWriteExt;
@@ -100,16 +100,16 @@ impl Storage {
             action,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
-            message: crate::describe_sdk_error(&err),
+            message: crate::aws::describe(&err),
         }
     }
 
-    fn local_stream(&self, action: &'static str, key: &str, err: impl std::error::Error) -> StorageError {
+    fn local_stream(&self, action: &'static str, key: &str, err: impl std::error::Error + 'static) -> StorageError {
         StorageError::Service {
             action,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
-            message: DisplayErrorContext(err).to_string(),
+            message: crate::aws::chain(&err),
         }
     }
 
@@ -250,7 +250,7 @@ impl Storage {
                     .send()
                     .await
                 {
-                    tracing::warn!(key, error = %crate::describe_sdk_error(&abort), "could not abort a failed multipart upload");
+                    tracing::warn!(key, error = %crate::aws::describe(&abort), "could not abort a failed multipart upload");
                 }
                 Err(e)
             }

@@ -1,113 +1,228 @@
-//! Logging: JSON lines for the service (one object per event, ready for
-//! CloudWatch or any log pipeline), human-readable text for a terminal.
-//! `RUST_LOG` filters as usual; the default is `info`, and FFmpeg's own
-//! messages are available under the `ffmpeg` target at `debug`.
+//! What happens to jobs, told once: each [`Event`] writes its log line and
+//! counts itself in [`Stats`] in the same call, as Vector's internal events
+//! do. The `event` field of every line is stable, so a log-based metric can
+//! count it too. Installing a log subscriber is the binary's business.
 
-use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use processor::Report;
+use uuid::Uuid;
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// JSON for `run`, text for the other commands.
-    Auto,
-    /// One JSON object per line.
-    Json,
-    /// Human-readable lines.
-    Text,
+/// How many jobs ended which way since the worker started.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Renditions made and recorded.
+    pub processed: AtomicU64,
+    /// Videos marked failed, and messages for unknown videos.
+    pub failed: AtomicU64,
+    /// Jobs handed back for a later retry.
+    pub retried: AtomicU64,
+    /// Duplicate deliveries of processed videos.
+    pub duplicates: AtomicU64,
+    /// Messages moved to the dead-letter queue by the worker.
+    pub dead_lettered: AtomicU64,
+    /// Jobs handed back at shutdown.
+    pub released: AtomicU64,
+    /// Messages put back because another worker held the video.
+    pub busy: AtomicU64,
+    /// Failed attempts to receive messages (SQS unreachable).
+    pub receive_errors: AtomicU64,
 }
 
-/// Installs the global subscriber. `service` picks JSON under `Auto`.
-/// Logs go to stderr so stdout carries only command output.
-pub fn init(format: LogFormat, service: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Text => false,
-        LogFormat::Auto => service,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests) keeps the first subscriber.
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
-    } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .compact()
-            .try_init()
-    };
-}
-
-/// One function per thing that happens to a job, so every occurrence logs
-/// the same fields under the same message (and a log-based metric can count
-/// it: the `event` field is stable).
-pub mod events {
-    use std::time::Duration;
-
-    use processor::Report;
-    use uuid::Uuid;
-
-    /// A video was claimed for processing.
-    pub fn claimed(video_id: Uuid, attempt: i32, original_key: &str) {
-        tracing::info!(event = "claimed", %video_id, attempt, original_key, "job started");
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A rendition was made and recorded.
-    pub fn processed(video_id: Uuid, key: &str, report: &Report, took: Duration) {
+    /// Logs the totals (at shutdown).
+    pub fn log(&self) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
-            event = "processed",
-            %video_id,
-            key,
-            duration_s = report.duration.as_secs_f64(),
-            bytes = report.bytes,
-            transcode_s = report.elapsed.as_secs_f64(),
-            speed = report.speed,
-            job_s = took.as_secs_f64(),
-            "job processed"
+            processed = get(&self.processed),
+            failed = get(&self.failed),
+            retried = get(&self.retried),
+            duplicates = get(&self.duplicates),
+            dead_lettered = get(&self.dead_lettered),
+            released = get(&self.released),
+            busy = get(&self.busy),
+            receive_errors = get(&self.receive_errors),
+            "worker stopped"
         );
     }
+}
 
+/// One thing that happened to a job or to the loop.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A video was claimed for processing.
+    Claimed {
+        /// The video.
+        video_id: Uuid,
+        /// Attempts so far, this one included.
+        attempt: i32,
+        /// The original's key.
+        original_key: &'a str,
+    },
+    /// A rendition was made and recorded.
+    Processed {
+        /// The video.
+        video_id: Uuid,
+        /// The rendition's key.
+        key: &'a str,
+        /// What the transcode produced.
+        report: &'a Report,
+        /// The whole job, download to record.
+        took: Duration,
+    },
     /// A video was marked failed.
-    pub fn failed(video_id: Uuid, kind: &str, reason: &str, permanent: bool) {
-        tracing::warn!(event = "failed", %video_id, kind, permanent, reason, "job failed");
-    }
-
+    Failed {
+        /// The video.
+        video_id: Uuid,
+        /// The failure's stable name.
+        kind: &'a str,
+        /// The one-line reason stored in the row.
+        reason: &'a str,
+        /// Whether retrying could not help.
+        permanent: bool,
+    },
     /// A job was handed back to be retried after `delay`.
-    pub fn retry(video_id: Uuid, reason: &str, delay: Duration, receives: u32) {
-        tracing::warn!(event = "retry", %video_id, receives, retry_in_s = delay.as_secs(), reason, "job will be retried");
-    }
-
+    Retry {
+        /// The video.
+        video_id: Uuid,
+        /// Why.
+        reason: &'a str,
+        /// When the message comes back.
+        delay: Duration,
+        /// Receives so far.
+        receives: u32,
+    },
     /// A job was handed back at shutdown.
-    pub fn released(video_id: Uuid) {
-        tracing::info!(event = "released", %video_id, "job handed back at shutdown");
-    }
-
+    Released {
+        /// The video.
+        video_id: Uuid,
+    },
     /// A duplicate delivery of a processed video.
-    pub fn duplicate(video_id: Uuid) {
-        tracing::info!(event = "duplicate", %video_id, "already processed; message deleted");
-    }
-
+    Duplicate {
+        /// The video.
+        video_id: Uuid,
+    },
     /// A message for a video the database does not know.
-    pub fn unknown_video(video_id: Uuid) {
-        tracing::warn!(event = "unknown_video", %video_id, "no such video; message deleted");
-    }
-
+    UnknownVideo {
+        /// The video.
+        video_id: Uuid,
+    },
     /// Another worker holds the video; look again later.
-    pub fn busy(video_id: Uuid, delay: Duration) {
-        tracing::info!(event = "busy", %video_id, retry_in_s = delay.as_secs(), "another worker holds this video");
-    }
+    Busy {
+        /// The video.
+        video_id: Uuid,
+        /// When the message comes back.
+        delay: Duration,
+    },
+    /// A message went to the dead-letter queue.
+    DeadLettered {
+        /// SQS's id of the message.
+        message_id: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// Receiving failed (SQS unreachable); the loop waits and tries again.
+    ReceiveFailed {
+        /// What the SDK said.
+        error: &'a str,
+        /// How long the loop waits.
+        retry_in: Duration,
+    },
+    /// Videos of vanished workers were marked failed.
+    Abandoned {
+        /// How many.
+        videos: u64,
+    },
+}
 
-    /// A malformed message went to the dead-letter queue.
-    pub fn dead_lettered(message_id: &str, reason: &str) {
-        tracing::error!(
-            event = "dead_lettered",
-            message_id,
-            reason,
-            "malformed message moved to the dead-letter queue"
-        );
+impl Event<'_> {
+    /// Logs the event and counts it.
+    pub fn emit(&self, stats: &Stats) {
+        match *self {
+            Event::Claimed {
+                video_id,
+                attempt,
+                original_key,
+            } => tracing::info!(event = "claimed", %video_id, attempt, original_key, "job started"),
+            Event::Processed {
+                video_id,
+                key,
+                report,
+                took,
+            } => {
+                Stats::bump(&stats.processed);
+                tracing::info!(
+                    event = "processed",
+                    %video_id,
+                    key,
+                    duration_s = report.duration.as_secs_f64(),
+                    bytes = report.bytes,
+                    transcode_s = report.elapsed.as_secs_f64(),
+                    speed = report.speed,
+                    job_s = took.as_secs_f64(),
+                    "job processed"
+                );
+            }
+            Event::Failed {
+                video_id,
+                kind,
+                reason,
+                permanent,
+            } => {
+                Stats::bump(&stats.failed);
+                tracing::warn!(event = "failed", %video_id, kind, permanent, reason, "job failed");
+            }
+            Event::Retry {
+                video_id,
+                reason,
+                delay,
+                receives,
+            } => {
+                Stats::bump(&stats.retried);
+                tracing::warn!(event = "retry", %video_id, receives, retry_in_s = delay.as_secs(), reason, "job will be retried");
+            }
+            Event::Released { video_id } => {
+                Stats::bump(&stats.released);
+                tracing::info!(event = "released", %video_id, "job handed back at shutdown");
+            }
+            Event::Duplicate { video_id } => {
+                Stats::bump(&stats.duplicates);
+                tracing::info!(event = "duplicate", %video_id, "already processed; message deleted");
+            }
+            Event::UnknownVideo { video_id } => {
+                Stats::bump(&stats.failed);
+                tracing::warn!(event = "unknown_video", %video_id, "no such video; message deleted");
+            }
+            Event::Busy { video_id, delay } => {
+                Stats::bump(&stats.busy);
+                tracing::info!(event = "busy", %video_id, retry_in_s = delay.as_secs(), "another worker holds this video");
+            }
+            Event::DeadLettered { message_id, reason } => {
+                Stats::bump(&stats.dead_lettered);
+                tracing::error!(
+                    event = "dead_lettered",
+                    message_id,
+                    reason,
+                    "message moved to the dead-letter queue"
+                );
+            }
+            Event::ReceiveFailed { error, retry_in } => {
+                Stats::bump(&stats.receive_errors);
+                tracing::warn!(
+                    event = "receive_failed",
+                    error,
+                    retry_in_s = retry_in.as_secs(),
+                    "cannot receive; will retry"
+                );
+            }
+            Event::Abandoned { videos } => {
+                tracing::warn!(event = "abandoned", videos, "marked videos of vanished workers failed")
+            }
+        }
     }
 }

@@ -246,9 +246,7 @@ async fn an_sqs_and_s3_outage_is_waited_out_without_a_busy_loop() {
         visibility_timeout: Duration::from_secs(10),
         ..Default::default()
     };
-    worker::admin::queue_init(&stack.storage, &stack.clients.sqs, QUEUE, Some("us-east-1"), &settings)
-        .await
-        .expect("queue-init");
+    queue_init(&stack.storage, &stack.clients, &settings).await;
     let id = stack.submit("gray-720p.mp4").await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let stats = worker.stop().await;
@@ -351,7 +349,7 @@ async fn without_a_dead_letter_queue_a_failing_job_stops_at_the_limit() {
     let mut settings = stack.settings(1);
     settings.max_receives = Some(2);
     settings.temp_dir = stack.work_dir.path().join("missing");
-    let worker = worker::runner::Worker::new(settings, stack.db.clone(), stack.storage.clone(), queue);
+    let worker = worker::runner::Runner::new(settings, stack.db.clone(), stack.storage.clone(), queue);
     // The missing directory is the point: start() would refuse it, so run
     // the loop directly.
     let shutdown = worker::shutdown::Shutdown::new();

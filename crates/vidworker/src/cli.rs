@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{AwsArgs, DbArgs, RenditionArgs, RunArgs};
-use crate::telemetry::LogFormat;
+use worker::queue::QueueSettings;
+
+use crate::flags::{AwsArgs, DbArgs, RenditionArgs, RunArgs};
+use crate::logging::LogFormat;
 
 /// vidworker turns video uploads into web-ready 720p H.264 renditions.
 #[derive(Debug, Parser)]
@@ -55,10 +57,10 @@ pub enum Command {
         #[command(flatten)]
         aws: AwsArgs,
         /// Receives before SQS moves a message to the dead-letter queue.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = QueueSettings::default().max_receive_count)]
         max_receive_count: u32,
         /// Visibility timeout of the queue, in seconds.
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = QueueSettings::default().visibility_timeout.as_secs())]
         visibility_timeout: u64,
     },
     /// Do what the platform's API does with uploads: store each file under
@@ -72,7 +74,7 @@ pub enum Command {
         #[command(flatten)]
         aws: AwsArgs,
         /// Key prefix of originals.
-        #[arg(long, env = "ORIGINALS_PREFIX", default_value = "originals/")]
+        #[arg(long, env = "ORIGINALS_PREFIX", default_value_t = worker::config::WorkerSettings::default().originals_prefix)]
         originals_prefix: String,
     },
     /// Show the videos and their states.

@@ -15,19 +15,32 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use processor::RenditionSpec;
 use testkit::{Moto, Postgres};
 use uuid::Uuid;
-use worker::Clients;
+use worker::aws::Clients;
 use worker::config::WorkerSettings;
 use worker::db::{Db, VideoRow};
 use worker::queue::{Queue, QueueSettings};
-use worker::runner::{Stats, Worker};
+use worker::runner::Runner;
 use worker::shutdown::Shutdown;
 use worker::storage::Storage;
+use worker::telemetry::Stats;
 
 pub const BUCKET: &str = "vidworker-test";
 pub const QUEUE: &str = "vidworker-jobs";
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+}
+
+/// What `vidworker queue-init` does: the bucket, the queue and its
+/// dead-letter queue. Returns (queue URL, dead-letter queue URL).
+pub async fn queue_init(storage: &Storage, clients: &Clients, settings: &QueueSettings) -> (String, String) {
+    storage
+        .create_bucket(clients.region.as_deref())
+        .await
+        .expect("create the bucket");
+    Queue::create(&clients.sqs, QUEUE, settings)
+        .await
+        .expect("create the queues")
 }
 
 pub struct Stack {
@@ -60,10 +73,8 @@ impl Stack {
             visibility_timeout,
             ..QueueSettings::default()
         };
-        let made = worker::admin::queue_init(&storage, &clients.sqs, QUEUE, Some("us-east-1"), &settings)
-            .await
-            .expect("queue-init");
-        let queue = Queue::new(clients.sqs.clone(), &made.queue_url);
+        let (queue_url, dlq_url) = queue_init(&storage, &clients, &settings).await;
+        let queue = Queue::new(clients.sqs.clone(), &queue_url);
         Stack {
             pg,
             moto,
@@ -72,8 +83,8 @@ impl Stack {
             db,
             storage,
             queue,
-            queue_url: made.queue_url,
-            dlq_url: made.dead_letter_url,
+            queue_url,
+            dlq_url,
             work_dir: tempfile::tempdir().expect("work dir"),
             visibility_timeout,
         }
@@ -102,8 +113,8 @@ impl Stack {
     }
 
     /// A worker over this stack, started (checks passed).
-    pub async fn worker(&self, settings: WorkerSettings) -> Worker {
-        Worker::new(
+    pub async fn worker(&self, settings: WorkerSettings) -> Runner {
+        Runner::new(
             settings,
             self.db.clone(),
             self.storage.clone(),
@@ -122,11 +133,21 @@ impl Stack {
         RunningWorker { shutdown, handle }
     }
 
-    /// What the platform's API does for an upload.
+    /// What the platform's API does for an upload: the original under
+    /// `originals/`, a pending row, a job message.
     pub async fn submit(&self, name: &str) -> Uuid {
-        worker::admin::submit(&fixture(name), &self.storage, &self.db, &self.queue, "originals/")
+        let id = Uuid::new_v4();
+        let ext = Path::new(name)
+            .extension()
+            .map_or("bin".into(), |e| e.to_string_lossy().to_lowercase());
+        let key = format!("originals/{id}.{ext}");
+        self.storage
+            .upload(&fixture(name), &key, "application/octet-stream")
             .await
-            .expect("submit")
+            .expect("upload the original");
+        self.db.insert_pending(id, &key).await.expect("insert the row");
+        self.send_raw(&format!(r#"{{"video_id":"{id}"}}"#)).await;
+        id
     }
 
     pub async fn row(&self, id: Uuid) -> VideoRow {

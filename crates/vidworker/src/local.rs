@@ -3,13 +3,80 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use processor::{CancelFlag, MediaInfo, Progress, RenditionSpec, Report};
 
+use crate::flags::RenditionArgs;
+
+/// Exit code for an input that cannot be processed (bad, refused, over a
+/// limit). 2 is a usage error (clap), 1 any other failure.
+const EXIT_BAD_INPUT: u8 = 3;
+
+/// `vidworker process`: one file into a rendition, with progress; Ctrl-C
+/// cancels cleanly.
+pub fn process_command(input: &Path, output: Option<PathBuf>, rendition: &RenditionArgs) -> anyhow::Result<ExitCode> {
+    let spec = rendition.to_spec()?;
+    let output = output.unwrap_or_else(|| default_output(input));
+    let cancel = CancelFlag::new();
+    cancel_on_ctrl_c(cancel.clone())?;
+    Ok(match process(input, &output, &spec, &cancel) {
+        Ok(report) => {
+            print(&format!("{}\n", summary(&report)));
+            ExitCode::SUCCESS
+        }
+        Err(e) => input_failure(&e),
+    })
+}
+
+/// `vidworker probe`: what a file contains, as a table or JSON.
+pub fn probe_command(input: &Path, json: bool) -> ExitCode {
+    match processor::probe(input) {
+        Ok(info) => {
+            let text = if json {
+                format!("{}\n", describe_json(&info))
+            } else {
+                describe(input, &info)
+            };
+            print(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => input_failure(&e),
+    }
+}
+
+/// The one-line error and the exit code that says whether the input is to
+/// blame.
+fn input_failure(e: &processor::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(if e.is_permanent() { EXIT_BAD_INPUT } else { 1 })
+}
+
+/// Ctrl-C raises the cancel flag: the transcode stops within a frame and
+/// leaves no partial file.
+fn cancel_on_ctrl_c(cancel: CancelFlag) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    cancel.cancel();
+                }
+            });
+        })
+        .context("starting the signal handler")?;
+    Ok(())
+}
+
 /// Where `vidworker process INPUT` writes by default:
 /// `processed/<input stem>.mp4` under the current directory.
-pub fn default_output(input: &Path) -> PathBuf {
+fn default_output(input: &Path) -> PathBuf {
     let stem = input
         .file_stem()
         .map_or_else(|| "output".into(), |s| s.to_string_lossy().into_owned());
@@ -18,12 +85,7 @@ pub fn default_output(input: &Path) -> PathBuf {
 
 /// Runs one transcode with a progress bar on a terminal, or a plain line
 /// every 10 % otherwise. `cancel` stops it cleanly (Ctrl-C).
-pub fn process(
-    input: &Path,
-    output: &Path,
-    spec: &RenditionSpec,
-    cancel: &CancelFlag,
-) -> Result<Report, processor::Error> {
+fn process(input: &Path, output: &Path, spec: &RenditionSpec, cancel: &CancelFlag) -> Result<Report, processor::Error> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| processor::Error::OutputIo {
             path: output.to_owned(),
@@ -73,7 +135,7 @@ pub fn process(
 }
 
 /// The one-line summary printed after a successful `process`.
-pub fn summary(report: &Report) -> String {
+fn summary(report: &Report) -> String {
     format!(
         "{}: {:.2} s, {}x{} @ {} fps, {}{}, {:.1}x real time ({:.1} s)",
         report.output.display(),
@@ -89,7 +151,7 @@ pub fn summary(report: &Report) -> String {
 }
 
 /// `probe` output for a person.
-pub fn describe(path: &Path, info: &MediaInfo) -> String {
+fn describe(path: &Path, info: &MediaInfo) -> String {
     let mut out = String::new();
     let duration = info
         .duration
@@ -138,7 +200,7 @@ pub fn describe(path: &Path, info: &MediaInfo) -> String {
 }
 
 /// `probe --json` output.
-pub fn describe_json(info: &MediaInfo) -> String {
+fn describe_json(info: &MediaInfo) -> String {
     serde_json::to_string_pretty(info).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 

@@ -1,0 +1,196 @@
+//! The operator's commands around the worker: apply the migrations
+//! (`migrate`), create the bucket and queues (`queue-init`), do what the
+//! platform's API does with an upload (`submit`), and look at the rows
+//! (`status`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use uuid::Uuid;
+use worker::aws::Clients;
+use worker::db::{self, Db, VideoRow};
+use worker::queue::{Queue, QueueSettings, queue_name};
+use worker::storage::Storage;
+
+use crate::flags::{AwsArgs, DbArgs};
+use crate::local::{human_bytes, print};
+
+/// `vidworker migrate`.
+pub async fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
+    let pool = Db::connect_lazy(&args.database_url, 1)?;
+    let label = db::redact(&args.database_url);
+    pool.migrate().await.with_context(|| format!("migrating {label}"))?;
+    eprintln!("migrations applied to {label}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidworker queue-init`: the production settings, with the queue's
+/// receive limit and visibility timeout as given.
+pub async fn queue_init(aws: &AwsArgs, max_receive_count: u32, visibility_timeout: u64) -> anyhow::Result<ExitCode> {
+    let clients = aws.clients().await;
+    let settings = QueueSettings {
+        max_receive_count,
+        visibility_timeout: Duration::from_secs(visibility_timeout),
+        ..QueueSettings::default()
+    };
+    let storage = Storage::new(clients.s3.clone(), &aws.bucket);
+    let made = create_queues(&storage, &clients, queue_name(&aws.queue_url), &settings).await?;
+    print(&format!(
+        "bucket      s3://{}\nqueue       {}\ndead letter {}\n",
+        aws.bucket, made.queue_url, made.dead_letter_url
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidworker submit`: each file as an upload; prints the ids.
+pub async fn submit_files(
+    files: &[PathBuf],
+    db: &DbArgs,
+    aws: &AwsArgs,
+    originals_prefix: &str,
+) -> anyhow::Result<ExitCode> {
+    let clients = aws.clients().await;
+    let storage = Storage::new(clients.s3.clone(), &aws.bucket);
+    let queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
+    let pool = Db::connect_lazy(&db.database_url, 2)?;
+    for file in files {
+        let id = submit(file, &storage, &pool, &queue, originals_prefix).await?;
+        print(&format!("{id}  {}\n", file.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidworker status [ID]`: one row in full, or the newest rows and the
+/// count in each state.
+pub async fn status(id: Option<Uuid>, limit: i64, db: &DbArgs) -> anyhow::Result<ExitCode> {
+    let pool = Db::connect_lazy(&db.database_url, 1)?;
+    match id {
+        Some(id) => match pool.get(id).await? {
+            Some(row) => print(&details(&row)),
+            None => anyhow::bail!("no video {id}"),
+        },
+        None => {
+            let counts = pool.counts().await?;
+            print(&table(&pool.list(limit).await?));
+            let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+            print(&format!("\n{}\n", summary.join(", ")));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `queue-init` made.
+#[derive(Debug)]
+struct Initialised {
+    /// The job queue's URL.
+    queue_url: String,
+    /// The dead-letter queue's URL.
+    dead_letter_url: String,
+}
+
+/// Creates the bucket, the queue and its dead-letter queue with the
+/// production settings; brings existing ones to those settings.
+async fn create_queues(
+    storage: &Storage,
+    clients: &Clients,
+    queue_name: &str,
+    settings: &QueueSettings,
+) -> anyhow::Result<Initialised> {
+    storage.create_bucket(clients.region.as_deref()).await?;
+    let (queue_url, dead_letter_url) = Queue::create(&clients.sqs, queue_name, settings).await?;
+    Ok(Initialised {
+        queue_url,
+        dead_letter_url,
+    })
+}
+
+/// Does what the platform's API does with an upload: store the original at
+/// `<prefix><new uuid>.<ext>`, insert a pending row, send the job message.
+async fn submit(
+    file: &Path,
+    storage: &Storage,
+    db: &Db,
+    queue: &Queue,
+    originals_prefix: &str,
+) -> anyhow::Result<Uuid> {
+    let meta = std::fs::metadata(file).with_context(|| file.display().to_string())?;
+    if !meta.is_file() {
+        anyhow::bail!("{}: not a regular file", file.display());
+    }
+    let id = Uuid::new_v4();
+    // Only a plain alphanumeric extension survives into the key.
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_else(|| "bin".into());
+    let key = format!("{originals_prefix}{id}.{ext}");
+    storage.upload(file, &key, "application/octet-stream").await?;
+    db.insert_pending(id, &key).await?;
+    queue.send(&serde_json::json!({ "video_id": id }).to_string()).await?;
+    Ok(id)
+}
+
+/// The rows as a table, newest first.
+fn table(rows: &[VideoRow]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<10}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
+        "id", "status", "try", "length", "original", "rendition", "updated (UTC)", "error"
+    );
+    for r in rows {
+        let length = r
+            .processed_duration_seconds
+            .map_or_else(|| "-".to_owned(), |d| format!("{d:.1} s"));
+        let bytes = |b: Option<i64>| b.map_or_else(|| "-".to_owned(), |b| human_bytes(b.max(0) as u64));
+        let error = r.error.as_deref().unwrap_or("").replace('\n', " ");
+        let error: String = error.chars().take(80).collect();
+        out.push_str(&format!(
+            "{:<36}  {:<10}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
+            r.id,
+            r.status,
+            r.attempts,
+            length,
+            bytes(r.original_bytes),
+            bytes(r.processed_bytes),
+            r.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            error
+        ));
+    }
+    out
+}
+
+/// One row in full.
+fn details(r: &VideoRow) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| opt(t.map(|t| t.to_rfc3339()));
+    let rows = [
+        ("id", r.id.to_string()),
+        ("status", r.status.clone()),
+        ("original", r.original_key.clone()),
+        ("rendition", opt(r.processed_key.clone())),
+        ("attempts", r.attempts.to_string()),
+        ("error", opt(r.error.clone())),
+        ("created", r.created_at.to_rfc3339()),
+        ("updated", r.updated_at.to_rfc3339()),
+        ("started", time(r.processing_started_at)),
+        ("processed", time(r.processed_at)),
+        ("claimed by", opt(r.claimed_by.clone())),
+        ("lease until", time(r.lease_expires_at)),
+        (
+            "source",
+            match (r.source_width, r.source_height, r.source_duration_seconds) {
+                (Some(w), Some(h), d) => format!("{w}x{h}, {}", d.map_or("? s".into(), |d| format!("{d:.2} s"))),
+                _ => "-".into(),
+            },
+        ),
+        ("original size", opt(r.original_bytes.map(|b| b.to_string()))),
+        ("rendition size", opt(r.processed_bytes.map(|b| b.to_string()))),
+        (
+            "rendition length",
+            opt(r.processed_duration_seconds.map(|d| format!("{d:.2} s"))),
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:>16}: {v}\n")).collect()
+}

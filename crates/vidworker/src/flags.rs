@@ -1,0 +1,428 @@
+//! Flags and environment variables: the raw values of the two-step
+//! configuration. Each `*Args` struct turns into the validated settings the
+//! libraries take ([`RenditionSpec`], [`WorkerSettings`]); every default is
+//! read from those types, so it is defined once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, RenditionSpec, Watermark};
+use worker::aws::Clients;
+use worker::config::{ConfigError, WorkerSettings};
+
+fn spec() -> RenditionSpec {
+    RenditionSpec::default()
+}
+
+fn watermark() -> Watermark {
+    Watermark::default()
+}
+
+fn worker() -> WorkerSettings {
+    WorkerSettings::default()
+}
+
+/// How the picture is fitted into the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FitArg {
+    /// Black bars, nothing cropped.
+    Pad,
+    /// Fill the frame, cropping what overflows.
+    Fill,
+}
+
+/// A corner of the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CornerArg {
+    /// Top left.
+    TopLeft,
+    /// Top right.
+    TopRight,
+    /// Bottom left.
+    BottomLeft,
+    /// Bottom right.
+    BottomRight,
+}
+
+/// Every rendition option, shared by `vidworker process` and `vidworker run`.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Rendition")]
+pub struct RenditionArgs {
+    /// Longest main video in seconds (cards come on top).
+    #[arg(long, env = "RENDITION_MAX_DURATION", default_value_t = spec().max_duration.as_secs_f64(), value_name = "SECONDS")]
+    pub max_duration: f64,
+    /// Output width in pixels (even).
+    #[arg(long, env = "RENDITION_WIDTH", default_value_t = spec().width)]
+    pub width: u32,
+    /// Output height in pixels (even).
+    #[arg(long, env = "RENDITION_HEIGHT", default_value_t = spec().height)]
+    pub height: u32,
+    /// `pad`: black bars, nothing cropped; `fill`: crop to fill the frame.
+    #[arg(long, env = "RENDITION_FIT", value_enum, default_value_t = FitArg::from(spec().fit))]
+    pub fit: FitArg,
+    /// A PNG to use as watermark instead of the built-in league logo.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK",
+        value_name = "PNG",
+        conflicts_with = "no_watermark"
+    )]
+    pub watermark: Option<PathBuf>,
+    /// No watermark at all.
+    #[arg(long, env = "RENDITION_NO_WATERMARK")]
+    pub no_watermark: bool,
+    /// Corner of the watermark.
+    #[arg(long, env = "RENDITION_WATERMARK_CORNER", value_enum, default_value_t = CornerArg::from(watermark().corner))]
+    pub watermark_corner: CornerArg,
+    /// Distance of the watermark from the frame's edges, in output pixels.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK_MARGIN",
+        default_value_t = watermark().margin,
+        value_name = "PIXELS"
+    )]
+    pub watermark_margin: u32,
+    /// Width of the watermark as a fraction of the frame width.
+    #[arg(
+        long,
+        env = "RENDITION_WATERMARK_WIDTH",
+        default_value_t = watermark().width_fraction,
+        value_name = "FRACTION"
+    )]
+    pub watermark_width: f32,
+    /// Opacity of the watermark, 0 to 1.
+    #[arg(long, env = "RENDITION_WATERMARK_OPACITY", default_value_t = watermark().opacity)]
+    pub watermark_opacity: f32,
+    /// Intro card: `logo` (the league logo on black), a `.png` file, or a
+    /// short video clip.
+    #[arg(long, env = "RENDITION_INTRO", value_name = "logo|PNG|CLIP")]
+    pub intro: Option<String>,
+    /// Outro card: `logo`, a `.png` file, or a short video clip.
+    #[arg(long, env = "RENDITION_OUTRO", value_name = "logo|PNG|CLIP")]
+    pub outro: Option<String>,
+    /// Intro length in seconds (at most 2.5; intro + outro at most 5).
+    #[arg(
+        long,
+        env = "RENDITION_INTRO_DURATION",
+        default_value_t = MAX_CARD.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub intro_duration: f64,
+    /// Outro length in seconds (at most 2.5; intro + outro at most 5).
+    #[arg(
+        long,
+        env = "RENDITION_OUTRO_DURATION",
+        default_value_t = MAX_CARD.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub outro_duration: f64,
+    /// Keep the audio, re-encoded as AAC stereo 128 kb/s.
+    #[arg(long, env = "RENDITION_KEEP_AUDIO")]
+    pub keep_audio: bool,
+    /// libx264 preset, `ultrafast` to `veryslow`.
+    #[arg(long, env = "RENDITION_PRESET", default_value_t = spec().preset)]
+    pub preset: String,
+    /// libx264 constant rate factor, 0 to 51 (lower is better and larger).
+    #[arg(long, env = "RENDITION_CRF", default_value_t = spec().crf)]
+    pub crf: u8,
+    /// Highest output frame rate; faster sources are reduced by an integer
+    /// factor (59.94 → 29.97).
+    #[arg(long, env = "RENDITION_MAX_FPS", default_value_t = spec().max_fps)]
+    pub max_fps: u32,
+    /// Longest interval between keyframes, in seconds.
+    #[arg(
+        long,
+        env = "RENDITION_KEYFRAME_INTERVAL",
+        default_value_t = spec().keyframe_interval.as_secs_f64(),
+        value_name = "SECONDS"
+    )]
+    pub keyframe_interval: f64,
+    /// Threads for decoding and for encoding each; 0 lets FFmpeg choose.
+    #[arg(long, env = "RENDITION_THREADS", default_value_t = spec().threads)]
+    pub threads: u32,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Resource limits for untrusted inputs.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Input limits")]
+pub struct LimitArgs {
+    /// Largest input accepted, in bytes.
+    #[arg(long, env = "INPUT_MAX_BYTES", default_value_t = Limits::default().max_input_bytes, value_name = "BYTES")]
+    pub max_input_bytes: u64,
+    /// Largest picture accepted, in pixels per frame.
+    #[arg(long, env = "INPUT_MAX_PIXELS", default_value_t = Limits::default().max_pixels, value_name = "PIXELS")]
+    pub max_pixels: u64,
+    /// Most streams an input may have.
+    #[arg(long, env = "INPUT_MAX_STREAMS", default_value_t = Limits::default().max_streams)]
+    pub max_streams: u32,
+    /// Wall-clock limit for one transcode, in seconds; 0 for none.
+    #[arg(long, env = "JOB_TIMEOUT", default_value_t = Limits::default().timeout.map_or(0, |t| t.as_secs()), value_name = "SECONDS")]
+    pub job_timeout: u64,
+    /// How many bytes FFmpeg may read to identify an input's streams.
+    #[arg(long, env = "INPUT_PROBE_BYTES", default_value_t = Limits::default().probe_bytes, value_name = "BYTES")]
+    pub probe_bytes: u64,
+}
+
+impl LimitArgs {
+    /// The validated limits.
+    pub fn to_limits(&self) -> Limits {
+        Limits {
+            max_input_bytes: self.max_input_bytes,
+            max_pixels: self.max_pixels,
+            max_streams: self.max_streams,
+            timeout: (self.job_timeout > 0).then(|| Duration::from_secs(self.job_timeout)),
+            probe_bytes: self.probe_bytes,
+            ..Limits::default()
+        }
+    }
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v).map_err(|_| ConfigError(format!("{name} {v} is not a number of seconds")))
+}
+
+fn card(name: &str, arg: &Option<String>, secs: f64) -> Result<Option<Card>, ConfigError> {
+    let Some(arg) = arg else { return Ok(None) };
+    let content = if arg == "logo" {
+        CardContent::Image(Image::Logo)
+    } else {
+        let path = PathBuf::from(arg);
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "{name} {arg:?} is neither `logo` nor a readable file"
+            )));
+        }
+        // A PNG is a still card; anything else is treated as a clip.
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+            CardContent::Image(Image::Png(path))
+        } else {
+            CardContent::Clip(path)
+        }
+    };
+    Ok(Some(Card {
+        content,
+        duration: seconds(&format!("{name} duration"), secs)?,
+    }))
+}
+
+impl RenditionArgs {
+    /// The validated rendition spec.
+    pub fn to_spec(&self) -> Result<RenditionSpec, ConfigError> {
+        let watermark = if self.no_watermark {
+            None
+        } else {
+            Some(Watermark {
+                image: self.watermark.clone().map_or(Image::Logo, Image::Png),
+                corner: match self.watermark_corner {
+                    CornerArg::TopLeft => Corner::TopLeft,
+                    CornerArg::TopRight => Corner::TopRight,
+                    CornerArg::BottomLeft => Corner::BottomLeft,
+                    CornerArg::BottomRight => Corner::BottomRight,
+                },
+                margin: self.watermark_margin,
+                width_fraction: self.watermark_width,
+                opacity: self.watermark_opacity,
+            })
+        };
+        if let Some(Watermark {
+            image: Image::Png(p), ..
+        }) = &watermark
+            && !p.is_file()
+        {
+            return Err(ConfigError(format!("watermark {} is not a readable file", p.display())));
+        }
+        let spec = RenditionSpec {
+            max_duration: seconds("max duration", self.max_duration)?,
+            width: self.width,
+            height: self.height,
+            fit: match self.fit {
+                FitArg::Pad => Fit::Pad,
+                FitArg::Fill => Fit::Fill,
+            },
+            watermark,
+            intro: card("intro", &self.intro, self.intro_duration)?,
+            outro: card("outro", &self.outro, self.outro_duration)?,
+            keep_audio: self.keep_audio,
+            preset: self.preset.clone(),
+            crf: self.crf,
+            max_fps: self.max_fps,
+            keyframe_interval: seconds("keyframe interval", self.keyframe_interval)?,
+            threads: self.threads,
+            limits: self.limits.to_limits(),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// Where the database is.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Database")]
+pub struct DbArgs {
+    /// PostgreSQL URL, e.g. `postgres://user:password@host:5432/db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Where S3 and SQS are.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "AWS")]
+pub struct AwsArgs {
+    /// URL of the job queue.
+    #[arg(long, env = "SQS_QUEUE_URL")]
+    pub queue_url: String,
+    /// Bucket holding originals and renditions.
+    #[arg(long, env = "S3_BUCKET")]
+    pub bucket: String,
+    /// AWS region (also read from the usual AWS configuration).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// An S3/SQS-compatible endpoint (LocalStack, moto, MinIO). S3 then uses
+    /// path-style addressing.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// The AWS clients, configured from these values and the standard AWS
+    /// environment (credentials chain, profiles).
+    pub async fn clients(&self) -> Clients {
+        Clients::from_env(self.region.as_deref(), self.endpoint_url.as_deref()).await
+    }
+}
+
+/// Everything `vidworker run` takes.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Apply the database migrations before starting.
+    #[arg(long, env = "RUN_MIGRATIONS", help_heading = "Worker")]
+    pub migrate: bool,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub rendition: RenditionArgs,
+}
+
+/// How the worker runs jobs.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Worker")]
+pub struct WorkerArgs {
+    /// Jobs run at once [default: one per 4 cores, at least 1].
+    #[arg(long, env = "WORKER_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Seconds a received message stays invisible; extended every third of
+    /// it while its job runs.
+    #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = worker().visibility_timeout.as_secs(), value_name = "SECONDS")]
+    pub visibility_timeout: u64,
+    /// Receives after which a failing job is marked failed and left to the
+    /// dead-letter queue [default: the queue's redrive policy, else 3].
+    #[arg(long, env = "MAX_RECEIVES")]
+    pub max_receives: Option<u32>,
+    /// Long-polling wait, in seconds (0 to 20).
+    #[arg(long, env = "RECEIVE_WAIT_SECONDS", default_value_t = worker().receive_wait.as_secs(), value_name = "SECONDS")]
+    pub receive_wait: u64,
+    /// Seconds running jobs get to finish after SIGTERM before they are
+    /// cancelled and handed back.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value_t = worker().shutdown_grace.as_secs(), value_name = "SECONDS")]
+    pub shutdown_grace: u64,
+    /// First retry delay in seconds after a transient failure; doubles with
+    /// every receive, up to 15 minutes.
+    #[arg(long, env = "RETRY_BACKOFF", default_value_t = worker().retry_backoff.as_secs(), value_name = "SECONDS")]
+    pub retry_backoff: u64,
+    /// Key prefix of originals; a row pointing elsewhere is refused. Empty
+    /// to allow any key.
+    #[arg(long, env = "ORIGINALS_PREFIX", default_value_t = worker().originals_prefix)]
+    pub originals_prefix: String,
+    /// Key prefix of renditions: `<prefix><id>.mp4`.
+    #[arg(long, env = "PROCESSED_PREFIX", default_value_t = worker().processed_prefix)]
+    pub processed_prefix: String,
+    /// Directory for each job's private working directory [default: the
+    /// system's temporary directory].
+    #[arg(long, env = "WORKER_TEMP_DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// How long a job waits for S3 or PostgreSQL to come back before it is
+    /// handed back for a later retry, in seconds.
+    #[arg(long, env = "OUTAGE_PATIENCE", default_value_t = worker().outage_patience.as_secs(), value_name = "SECONDS")]
+    pub outage_patience: u64,
+    /// This worker's name in the database's `claimed_by` [default:
+    /// hostname:pid].
+    #[arg(long, env = "WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerArgs {
+    /// The validated worker settings; `spec` is the rendition to produce.
+    pub fn to_settings(&self, spec: RenditionSpec) -> Result<WorkerSettings, ConfigError> {
+        let defaults = worker();
+        WorkerSettings {
+            worker_id: self.worker_id.clone().unwrap_or(defaults.worker_id),
+            concurrency: self.concurrency.unwrap_or(defaults.concurrency),
+            visibility_timeout: Duration::from_secs(self.visibility_timeout),
+            max_receives: self.max_receives,
+            receive_wait: Duration::from_secs(self.receive_wait),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            retry_backoff: Duration::from_secs(self.retry_backoff),
+            outage_patience: Duration::from_secs(self.outage_patience),
+            originals_prefix: self.originals_prefix.clone(),
+            processed_prefix: self.processed_prefix.clone(),
+            temp_dir: self.temp_dir.clone().unwrap_or(defaults.temp_dir),
+            spec,
+        }
+        .validated()
+    }
+}
+
+impl From<Fit> for FitArg {
+    fn from(fit: Fit) -> Self {
+        match fit {
+            Fit::Pad => FitArg::Pad,
+            Fit::Fill => FitArg::Fill,
+        }
+    }
+}
+
+impl From<Corner> for CornerArg {
+    fn from(corner: Corner) -> Self {
+        match corner {
+            Corner::TopLeft => CornerArg::TopLeft,
+            Corner::TopRight => CornerArg::TopRight,
+            Corner::BottomLeft => CornerArg::BottomLeft,
+            Corner::BottomRight => CornerArg::BottomRight,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        r: RenditionArgs,
+    }
+
+    #[test]
+    fn defaults_give_the_product_spec() {
+        let t = T::try_parse_from(["t"]).expect("parses");
+        let spec = t.r.to_spec().expect("valid");
+        assert_eq!(spec, RenditionSpec::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let t = T::try_parse_from(["t", "--intro", "logo", "--intro-duration", "4"]).expect("parses");
+        let err = t.r.to_spec().expect_err("too long");
+        assert!(err.to_string().contains("intro lasts 4.00 s"), "{err}");
+        let t = T::try_parse_from(["t", "--outro", "/nonexistent.png"]).expect("parses");
+        let err = t.r.to_spec().expect_err("missing file");
+        assert!(err.to_string().contains("outro \"/nonexistent.png\""), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! The `vidworker` binary: parses the command line, sets up logging and
+//! hands each command to its module. Errors are printed once, on one line.
+
+mod admin;
+mod cli;
+mod flags;
+mod local;
+mod logging;
+mod serve;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, matches!(cli.command, Command::Run(_)));
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Process {
+            input,
+            output,
+            rendition,
+        } => local::process_command(&input, output, &rendition),
+        Command::Probe { input, json } => Ok(local::probe_command(&input, json)),
+        Command::Run(args) => runtime()?.block_on(serve::run(args)),
+        Command::Migrate { db } => runtime()?.block_on(admin::migrate(&db)),
+        Command::QueueInit {
+            aws,
+            max_receive_count,
+            visibility_timeout,
+        } => runtime()?.block_on(admin::queue_init(&aws, max_receive_count, visibility_timeout)),
+        Command::Submit {
+            files,
+            db,
+            aws,
+            originals_prefix,
+        } => runtime()?.block_on(admin::submit_files(&files, &db, &aws, &originals_prefix)),
+        Command::Status { id, limit, db } => runtime()?.block_on(admin::status(id, limit, &db)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
