@@ -129,7 +129,7 @@ async fn submit(
     let key = format!("{originals_prefix}{id}.{ext}");
     storage.upload(file, &key, "application/octet-stream").await?;
     db.insert_pending(id, &key).await?;
-    queue.send(&serde_json::json!({ "video_id": id }).to_string()).await?;
+    queue.send(&worker::job::body(id)).await?;
     Ok(id)
 }
 
@@ -170,8 +170,19 @@ fn details(r: &VideoRow) -> String {
         ("status", r.status.clone()),
         ("original", r.original_key.clone()),
         ("rendition", opt(r.processed_key.clone())),
-        ("attempts", r.attempts.to_string()),
+        (
+            "attempts",
+            format!("{} ({} handed back on purpose)", r.attempts, r.interruptions),
+        ),
         ("error", opt(r.error.clone())),
+        ("failure kind", opt(r.failure_kind.clone())),
+        (
+            "re-sends",
+            match &r.resend_reason {
+                Some(why) => format!("{} (last: {why})", r.resends),
+                None => r.resends.to_string(),
+            },
+        ),
         ("created", r.created_at.to_rfc3339()),
         ("updated", r.updated_at.to_rfc3339()),
         ("started", time(r.processing_started_at)),

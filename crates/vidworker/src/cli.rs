@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use worker::queue::QueueSettings;
 
-use crate::flags::{AwsArgs, DbArgs, RenditionArgs, RunArgs};
+use crate::flags::{AwsArgs, DbArgs, RenditionArgs, RunArgs, WorkerArgs};
 use crate::logging::LogFormat;
 
 /// vidworker turns video uploads into web-ready 720p H.264 renditions.
@@ -77,6 +77,37 @@ pub enum Command {
         #[arg(long, env = "ORIGINALS_PREFIX", default_value_t = worker::config::WorkerSettings::default().originals_prefix)]
         originals_prefix: String,
     },
+    /// Repair stranded and abandoned videos once (what `run` does every
+    /// minute), and tidy the dead-letter queue. Safe beside running workers.
+    Reconcile {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// Look at or redrive the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
+    /// Run videos again on purpose (e.g. after a rendition change): each
+    /// becomes pending with a fresh set of attempts and gets a new message.
+    /// A processed video keeps its rendition until the new one is recorded.
+    Requeue {
+        /// The videos.
+        #[arg(required = true)]
+        ids: Vec<uuid::Uuid>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        aws: AwsArgs,
+    },
     /// Show the videos and their states.
     Status {
         /// One video in full.
@@ -86,5 +117,29 @@ pub enum Command {
         limit: i64,
         #[command(flatten)]
         db: DbArgs,
+    },
+}
+
+/// What to do with the dead-letter queue.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// How many messages it holds.
+    Stats,
+    /// Show up to N messages with their video's state (they stay queued).
+    Peek {
+        /// How many.
+        #[arg(default_value_t = 10)]
+        n: usize,
+    },
+    /// Send messages back to the job queue, driven by each video's row:
+    /// processed → the dead letter is deleted; failed because of its input
+    /// → left; otherwise the video is made pending and re-sent.
+    Redrive {
+        /// Every message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Only the messages of these videos.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<uuid::Uuid>,
     },
 }

@@ -320,10 +320,12 @@ pub struct WorkerArgs {
     /// it while its job runs.
     #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = worker().visibility_timeout.as_secs(), value_name = "SECONDS")]
     pub visibility_timeout: u64,
-    /// Receives after which a failing job is marked failed and left to the
-    /// dead-letter queue [default: the queue's redrive policy, else 3].
-    #[arg(long, env = "MAX_RECEIVES")]
-    pub max_receives: Option<u32>,
+    /// Attempts (counted in the row; shutdowns and configuration errors do
+    /// not count) after which a video that keeps failing is marked failed
+    /// and its message moved to the dead-letter queue. Keep the queue's
+    /// maxReceiveCount well above it.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = worker().max_attempts)]
+    pub max_attempts: u32,
     /// Long-polling wait, in seconds (0 to 20).
     #[arg(long, env = "RECEIVE_WAIT_SECONDS", default_value_t = worker().receive_wait.as_secs(), value_name = "SECONDS")]
     pub receive_wait: u64,
@@ -354,6 +356,33 @@ pub struct WorkerArgs {
     /// hostname:pid].
     #[arg(long, env = "WORKER_ID")]
     pub worker_id: Option<String>,
+    /// How long a message for a video the database does not know yet is
+    /// retried before it goes to the dead-letter queue, in seconds.
+    #[arg(long, env = "UNKNOWN_VIDEO_PATIENCE", default_value_t = worker().unknown_video_patience.as_secs(), value_name = "SECONDS")]
+    pub unknown_video_patience: u64,
+    /// Start even if the database has no videos while the queue has
+    /// messages (otherwise refused: most likely the wrong DATABASE_URL).
+    #[arg(long, env = "ALLOW_EMPTY_DATABASE")]
+    pub allow_empty_database: bool,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+}
+
+/// How stranded and abandoned videos are repaired.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Reconciler")]
+pub struct ReconcileArgs {
+    /// Seconds between two reconciliation passes inside `run` (one worker
+    /// of the fleet at a time); 0 turns it off.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value_t = worker().reconcile_interval.as_secs(), value_name = "SECONDS")]
+    pub reconcile_interval: u64,
+    /// Seconds a pending video may go untouched before its message is sent
+    /// again.
+    #[arg(long, env = "STRANDED_AFTER", default_value_t = worker().stranded_after.as_secs(), value_name = "SECONDS")]
+    pub stranded_after: u64,
+    /// Re-sends of a stranded video before it is marked failed.
+    #[arg(long, env = "MAX_RESENDS", default_value_t = worker().max_resends)]
+    pub max_resends: u32,
 }
 
 impl WorkerArgs {
@@ -364,7 +393,7 @@ impl WorkerArgs {
             worker_id: self.worker_id.clone().unwrap_or(defaults.worker_id),
             concurrency: self.concurrency.unwrap_or(defaults.concurrency),
             visibility_timeout: Duration::from_secs(self.visibility_timeout),
-            max_receives: self.max_receives,
+            max_attempts: self.max_attempts,
             receive_wait: Duration::from_secs(self.receive_wait),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             retry_backoff: Duration::from_secs(self.retry_backoff),
@@ -372,6 +401,11 @@ impl WorkerArgs {
             originals_prefix: self.originals_prefix.clone(),
             processed_prefix: self.processed_prefix.clone(),
             temp_dir: self.temp_dir.clone().unwrap_or(defaults.temp_dir),
+            unknown_video_patience: Duration::from_secs(self.unknown_video_patience),
+            reconcile_interval: Duration::from_secs(self.reconcile.reconcile_interval),
+            stranded_after: Duration::from_secs(self.reconcile.stranded_after),
+            max_resends: self.reconcile.max_resends,
+            allow_empty_database: self.allow_empty_database,
             spec,
         }
         .validated()

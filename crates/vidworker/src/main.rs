@@ -6,6 +6,7 @@ mod cli;
 mod flags;
 mod local;
 mod logging;
+mod repair;
 mod serve;
 
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             originals_prefix,
         } => runtime()?.block_on(admin::submit_files(&files, &db, &aws, &originals_prefix)),
         Command::Status { id, limit, db } => runtime()?.block_on(admin::status(id, limit, &db)),
+        Command::Reconcile { db, aws, worker } => runtime()?.block_on(repair::reconcile(&db, &aws, &worker)),
+        Command::Dlq { action, db, aws } => runtime()?.block_on(repair::dlq(action, &db, &aws)),
+        Command::Requeue { ids, db, aws } => runtime()?.block_on(repair::requeue(&ids, &db, &aws)),
     }
 }
 

@@ -27,8 +27,11 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Visibility of a running job's message; its lease is 90 % of it.
     pub visibility_timeout: Duration,
-    /// Receives before giving up; `None` to take the queue's.
-    pub max_receives: Option<u32>,
+    /// Attempts, counted in the row (deliberate hand-backs excluded), after
+    /// which a video that keeps failing transiently is given up: marked
+    /// failed and its message moved to the dead-letter queue. The queue's
+    /// own `maxReceiveCount` should be well above it.
+    pub max_attempts: u32,
     /// Long-polling wait (1 to 20 s).
     pub receive_wait: Duration,
     /// Grace period at shutdown.
@@ -43,6 +46,20 @@ pub struct WorkerSettings {
     pub processed_prefix: String,
     /// Where job directories go.
     pub temp_dir: PathBuf,
+    /// How long a message for a video the database does not know yet is
+    /// retried (the platform may send before its insert is visible) before
+    /// it is dead-lettered.
+    pub unknown_video_patience: Duration,
+    /// Between two reconciliation passes; zero turns the reconciler off.
+    pub reconcile_interval: Duration,
+    /// How long a pending video may go untouched before its message is
+    /// sent again.
+    pub stranded_after: Duration,
+    /// Re-sends of a stranded video before it is failed.
+    pub max_resends: u32,
+    /// Start even when the database has no videos but the queue has
+    /// messages (normally a sign of the wrong `DATABASE_URL`).
+    pub allow_empty_database: bool,
     /// The rendition.
     pub spec: RenditionSpec,
 }
@@ -53,7 +70,7 @@ impl Default for WorkerSettings {
             worker_id: default_worker_id(),
             concurrency: default_concurrency(),
             visibility_timeout: Duration::from_secs(900),
-            max_receives: None,
+            max_attempts: 3,
             receive_wait: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(90),
             retry_backoff: Duration::from_secs(10),
@@ -61,6 +78,11 @@ impl Default for WorkerSettings {
             originals_prefix: "originals/".into(),
             processed_prefix: "processed/".into(),
             temp_dir: std::env::temp_dir(),
+            unknown_video_patience: Duration::from_secs(300),
+            reconcile_interval: Duration::from_secs(60),
+            stranded_after: Duration::from_secs(3600),
+            max_resends: 3,
+            allow_empty_database: false,
             spec: RenditionSpec::default(),
         }
     }
@@ -84,6 +106,21 @@ fn cores() -> usize {
 }
 
 impl WorkerSettings {
+    /// How the reconciler works, from these settings. A claim counts as
+    /// abandoned once its lease has been expired longer than its worker
+    /// could still be alive: a worker waits out outages for at most the
+    /// outage patience, and renews its lease every third of the visibility
+    /// timeout; five minutes more cover clock skew.
+    pub fn reconcile_settings(&self) -> crate::runner::reconcile::ReconcileSettings {
+        crate::runner::reconcile::ReconcileSettings {
+            interval: self.reconcile_interval,
+            stranded_after: self.stranded_after,
+            max_resends: self.max_resends,
+            abandoned_after: self.outage_patience + self.visibility_timeout + Duration::from_secs(300),
+            max_attempts: self.max_attempts,
+        }
+    }
+
     /// Checks every value and fills in what follows from the others (each
     /// job's share of the cores when the spec leaves threads at 0).
     pub fn validated(mut self) -> Result<Self, ConfigError> {
@@ -100,8 +137,8 @@ impl WorkerSettings {
             // 0 would make an idle worker poll SQS in a tight loop.
             return bad(format!("RECEIVE_WAIT_SECONDS {wait} is outside 1 to 20"));
         }
-        if self.max_receives == Some(0) {
-            return bad("MAX_RECEIVES must be at least 1".into());
+        if self.max_attempts == 0 {
+            return bad("MAX_ATTEMPTS must be at least 1".into());
         }
         if self.processed_prefix.is_empty() {
             return bad("PROCESSED_PREFIX must not be empty: renditions would mix with originals".into());

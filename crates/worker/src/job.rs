@@ -15,6 +15,11 @@ struct Body {
     video_id: serde_json::Value,
 }
 
+/// The body of a job message, as the platform sends it.
+pub fn body(video_id: Uuid) -> String {
+    serde_json::json!({ "video_id": video_id }).to_string()
+}
+
 /// Why a message body is not a job.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -94,23 +99,44 @@ pub enum JobError {
     VisibilityCap,
 }
 
+/// What a failure means for the job, which decides what happens to the
+/// row and the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The input is bad or missing: another attempt would fail the same way.
+    Permanent,
+    /// A service is unreachable or overloaded: worth waiting for while the
+    /// message stays hidden, then worth another attempt.
+    Outage,
+    /// The worker is misconfigured (credentials, permissions, a missing
+    /// bucket or queue, KMS, the database schema): no attempt can succeed
+    /// until an operator fixes it, and the attempt is not the video's fault.
+    Configuration,
+    /// Anything else another attempt may fix (a crash, a full disk).
+    Transient,
+}
+
 impl JobError {
-    /// Whether another attempt would fail the same way: the input is bad or
-    /// missing. Everything else (services down, shutdown, crashes) is worth
-    /// retrying, a bounded number of times.
-    pub fn is_permanent(&self) -> bool {
+    /// What this failure means for the job.
+    pub fn class(&self) -> FailureClass {
         match self {
-            JobError::Storage(e) => e.is_permanent(),
-            JobError::Processor { source, .. } => source.is_permanent(),
-            JobError::ForeignKey { .. } => true,
-            JobError::Db(_)
-            | JobError::Queue(_)
+            JobError::Storage(e) => e.class(),
+            JobError::Db(e) => e.class(),
+            JobError::Queue(e) => e.class(),
+            JobError::Processor { source, .. } if source.is_permanent() => FailureClass::Permanent,
+            JobError::ForeignKey { .. } => FailureClass::Permanent,
+            JobError::Processor { .. }
             | JobError::WorkDir(_)
             | JobError::Crashed(_)
             | JobError::Shutdown
             | JobError::ClaimLost
-            | JobError::VisibilityCap => false,
+            | JobError::VisibilityCap => FailureClass::Transient,
         }
+    }
+
+    /// Whether another attempt would fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        self.class() == FailureClass::Permanent
     }
 
     /// A short stable name for logs.

@@ -3,7 +3,7 @@
 //! to the dead-letter queue.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
@@ -12,6 +12,10 @@ use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, Queu
 /// SQS refuses to keep a message invisible for more than 12 hours after it
 /// was received.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// The message attribute that carries why the worker dead-lettered a
+/// message.
+pub const REASON_ATTRIBUTE: &str = "vidworker-reason";
 
 /// The production settings `vidworker queue-init` applies.
 #[derive(Clone, Debug)]
@@ -34,7 +38,11 @@ impl Default for QueueSettings {
             visibility_timeout: Duration::from_secs(15 * 60),
             retention: Duration::from_secs(4 * 24 * 3600),
             dead_letter_retention: Duration::from_secs(14 * 24 * 3600),
-            max_receive_count: 3,
+            // Well above the worker's own MAX_ATTEMPTS (3): the worker
+            // gives up (and dead-letters) first, from the row's attempts;
+            // SQS's limit only catches what the worker cannot handle, such
+            // as a message that crashes every worker that receives it.
+            max_receive_count: 10,
             receive_wait: Duration::from_secs(20),
         }
     }
@@ -55,6 +63,29 @@ pub struct QueueError {
     pub code: Option<String>,
 }
 
+impl QueueError {
+    /// A refusal that only an operator can fix, or an outage.
+    pub fn class(&self) -> crate::job::FailureClass {
+        const CONFIG: &[&str] = &[
+            "AccessDenied",
+            "AccessDeniedException",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "UnrecognizedClientException",
+            "KMS.AccessDeniedException",
+            "KmsAccessDenied",
+            "KmsDisabled",
+            "KmsNotFound",
+        ];
+        match self.code.as_deref() {
+            Some(code) if CONFIG.contains(&code) => crate::job::FailureClass::Configuration,
+            _ => crate::job::FailureClass::Outage,
+        }
+    }
+}
+
 /// One received message.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -68,6 +99,8 @@ pub struct Received {
     pub receive_count: u32,
     /// When we received it (for the 12-hour visibility cap).
     pub received_at: Instant,
+    /// When it was first sent, if SQS said.
+    pub sent_at: Option<SystemTime>,
     /// Its message attributes, kept to forward it to the dead-letter queue
     /// untouched.
     pub attributes: HashMap<String, MessageAttributeValue>,
@@ -115,8 +148,16 @@ impl Queue {
         E: std::error::Error + ProvideErrorMetadata + 'static,
         R: std::fmt::Debug + 'static,
     {
+        self.error_for(&self.url, action, err)
+    }
+
+    fn error_for<E, R>(&self, url: &str, action: &'static str, err: SdkError<E, R>) -> QueueError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
         QueueError {
-            queue: self.url.clone(),
+            queue: url.to_owned(),
             action,
             code: err.code().map(str::to_owned),
             message: crate::aws::describe(&err),
@@ -161,37 +202,107 @@ impl Queue {
     /// Long-polls for up to `max` messages (1 to 10), each hidden for
     /// `visibility` from now (whatever the queue's default is).
     pub async fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Received>, QueueError> {
+        self.receive_from(&self.url, max, wait, visibility).await
+    }
+
+    /// Up to `max` messages of the dead-letter queue (none if there is no
+    /// dead-letter queue), each hidden for `visibility`, without waiting.
+    pub async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<Received>, QueueError> {
+        match &self.dead_letter_url {
+            Some(dlq) => self.receive_from(dlq, max, Duration::ZERO, visibility).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
         let out = self
             .client
             .receive_message()
-            .queue_url(&self.url)
+            .queue_url(url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .visibility_timeout(visibility.as_secs().min(MAX_VISIBILITY.as_secs()) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| self.error("receive messages", e))?;
+            .map_err(|e| self.error_for(url, "receive messages", e))?;
         let now = Instant::now();
         Ok(out
             .messages()
             .iter()
             .filter_map(|m| {
+                let attribute = |name| m.attributes().and_then(|a| a.get(&name));
                 Some(Received {
                     message_id: m.message_id()?.to_owned(),
                     receipt: m.receipt_handle()?.to_owned(),
                     body: m.body().unwrap_or_default().to_owned(),
-                    receive_count: m
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount)
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(1),
                     received_at: now,
+                    sent_at: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
                     attributes: m.message_attributes().cloned().unwrap_or_default(),
                 })
             })
             .collect())
+    }
+
+    /// Visible messages waiting in the queue.
+    pub async fn depth(&self) -> Result<u64, QueueError> {
+        let attrs = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| self.error("read its depth", e))?;
+        Ok(attrs
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Deletes a message received from the dead-letter queue.
+    pub async fn delete_dead_letter(&self, receipt: &str) -> Result<(), QueueError> {
+        let Some(dlq) = &self.dead_letter_url else {
+            return Ok(());
+        };
+        self.client
+            .delete_message()
+            .queue_url(dlq)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error_for(dlq, "delete a dead letter", e))
+    }
+
+    /// Makes a message received from the dead-letter queue visible again.
+    pub async fn release_dead_letter(&self, receipt: &str) -> Result<(), QueueError> {
+        let Some(dlq) = &self.dead_letter_url else {
+            return Ok(());
+        };
+        self.client
+            .change_message_visibility()
+            .queue_url(dlq)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error_for(dlq, "release a dead letter", e))
     }
 
     /// Deletes a message: its work is done and recorded.
@@ -253,7 +364,7 @@ impl Queue {
                     message: e.to_string(),
                     code: None,
                 })?;
-            attributes.insert("vidworker-reason".to_owned(), value);
+            attributes.insert(REASON_ATTRIBUTE.to_owned(), value);
         }
         self.client
             .send_message()
@@ -262,12 +373,7 @@ impl Queue {
             .set_message_attributes(Some(attributes))
             .send()
             .await
-            .map_err(|e| QueueError {
-                queue: dlq.clone(),
-                action: "forward a message to the dead-letter queue",
-                code: e.code().map(str::to_owned),
-                message: crate::aws::describe(&e),
-            })?;
+            .map_err(|e| self.error_for(dlq, "forward a message to the dead-letter queue", e))?;
         self.delete(&msg.receipt).await
     }
 

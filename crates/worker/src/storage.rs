@@ -10,6 +10,8 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
 use tokio::io::AsyncWriteExt;
 
+use crate::job::FailureClass;
+
 /// Objects at least this large are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 /// Size of each part (S3 wants at least 5 MiB but for the last).
@@ -49,6 +51,8 @@ pub enum StorageError {
         key: String,
         /// The SDK's full error text.
         message: String,
+        /// S3's error code, when S3 answered.
+        code: Option<String>,
     },
     /// The local side of a transfer failed.
     #[error("cannot {action} {}: {source}", path.display())]
@@ -64,10 +68,40 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Missing or oversized originals will not get better by retrying.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, StorageError::NotFound { .. } | StorageError::TooLarge { .. })
+    /// Missing or oversized originals will not get better by retrying;
+    /// permissions, a missing bucket or a KMS key need an operator; other
+    /// service errors are outages; local disk errors are worth a retry.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => FailureClass::Permanent,
+            StorageError::Service { code: Some(code), .. } if is_configuration(code) => FailureClass::Configuration,
+            StorageError::Service { .. } => FailureClass::Outage,
+            StorageError::Local { .. } => FailureClass::Transient,
+        }
     }
+
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        self.class() == FailureClass::Permanent
+    }
+}
+
+/// S3 error codes that mean the worker's set-up is wrong, not that S3 is
+/// down: no retry helps until an operator acts.
+fn is_configuration(code: &str) -> bool {
+    const CODES: &[&str] = &[
+        "AccessDenied",
+        "AllAccessDisabled",
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "AccountProblem",
+        "InvalidObjectState",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+    ];
+    CODES.contains(&code) || code.starts_with("KMS.") || code.starts_with("Kms")
 }
 
 /// One bucket.
@@ -100,6 +134,7 @@ impl Storage {
             action,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
+            code: err.code().map(str::to_owned),
             message: crate::aws::describe(&err),
         }
     }
@@ -109,6 +144,7 @@ impl Storage {
             action,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
+            code: None,
             message: crate::aws::chain(&err),
         }
     }
@@ -236,25 +272,48 @@ impl Storage {
             .send()
             .await
             .map_err(|e| self.service("start uploading", key, e))?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        match self.upload_parts(path, key, &upload_id, size).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // Leave no half-uploaded parts behind (they cost money).
-                if let Err(abort) = self
-                    .client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await
-                {
-                    tracing::warn!(key, error = %crate::aws::describe(&abort), "could not abort a failed multipart upload");
-                }
-                Err(e)
-            }
+        // Whatever stops this upload (an error, or the job being cancelled
+        // and this future dropped), its parts must not stay behind: they
+        // cost money and never expire without a lifecycle rule.
+        let mut guard = AbortUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload.upload_id().unwrap_or_default().to_owned(),
+            done: false,
+        };
+        self.upload_parts(path, key, &guard.upload_id, size).await?;
+        guard.done = true;
+        Ok(())
+    }
+
+    /// The keys under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.service("list", prefix, e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
         }
+        Ok(keys)
+    }
+
+    /// Deletes an object (no error if it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.service("delete", key, e))
     }
 
     async fn upload_parts(&self, path: &Path, key: &str, upload_id: &str, size: u64) -> Result<(), StorageError> {
@@ -309,5 +368,38 @@ impl Storage {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(self.not_found(key)),
             Err(e) => Err(self.service("look up", key, e)),
         }
+    }
+}
+
+/// Aborts a multipart upload when dropped before it completed.
+struct AbortUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    done: bool,
+}
+
+impl Drop for AbortUpload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let request = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id);
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            match request.send().await {
+                Ok(_) => tracing::debug!(key, "aborted an unfinished multipart upload"),
+                Err(e) => tracing::warn!(key, error = %crate::aws::describe(&e), "could not abort an unfinished multipart upload; the bucket's lifecycle rule removes it"),
+            }
+        });
     }
 }

@@ -28,6 +28,13 @@ pub struct Stats {
     pub busy: AtomicU64,
     /// Failed attempts to receive messages (SQS unreachable).
     pub receive_errors: AtomicU64,
+    /// Messages of stranded videos sent again by the reconciler.
+    pub resent: AtomicU64,
+    /// Abandoned videos returned to the queue by the reconciler.
+    pub returned: AtomicU64,
+    /// Videos the reconciler failed (stranded, or abandoned on their last
+    /// attempt).
+    pub repaired_failed: AtomicU64,
 }
 
 impl Stats {
@@ -47,6 +54,9 @@ impl Stats {
             released = get(&self.released),
             busy = get(&self.busy),
             receive_errors = get(&self.receive_errors),
+            resent = get(&self.resent),
+            returned = get(&self.returned),
+            repaired_failed = get(&self.repaired_failed),
             "worker stopped"
         );
     }
@@ -133,10 +143,27 @@ pub enum Event<'a> {
         /// How long the loop waits.
         retry_in: Duration,
     },
-    /// Videos of vanished workers were marked failed.
-    Abandoned {
-        /// How many.
-        videos: u64,
+    /// The reconciler sent a stranded video's message again.
+    Resent {
+        /// The video.
+        video_id: Uuid,
+        /// Re-sends so far, this one included.
+        resends: i32,
+    },
+    /// The reconciler returned a video whose worker is gone to the queue.
+    Returned {
+        /// The video.
+        video_id: Uuid,
+    },
+    /// The reconciler failed a video: stranded after its last re-send, or
+    /// abandoned on its last attempt.
+    Given {
+        /// The video.
+        video_id: Uuid,
+        /// `stranded` or `abandoned`.
+        kind: &'a str,
+        /// The reason stored in the row.
+        reason: &'a str,
     },
 }
 
@@ -220,8 +247,17 @@ impl Event<'_> {
                     "cannot receive; will retry"
                 );
             }
-            Event::Abandoned { videos } => {
-                tracing::warn!(event = "abandoned", videos, "marked videos of vanished workers failed")
+            Event::Resent { video_id, resends } => {
+                Stats::bump(&stats.resent);
+                tracing::warn!(event = "resent", %video_id, resends, "re-sent a stranded video's message");
+            }
+            Event::Returned { video_id } => {
+                Stats::bump(&stats.returned);
+                tracing::warn!(event = "returned", %video_id, "returned a video whose worker is gone to the queue");
+            }
+            Event::Given { video_id, kind, reason } => {
+                Stats::bump(&stats.repaired_failed);
+                tracing::error!(event = kind, %video_id, reason, "the reconciler failed a video");
             }
         }
     }

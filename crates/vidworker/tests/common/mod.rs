@@ -96,19 +96,18 @@ impl Stack {
             worker_id: format!("test-{}", Uuid::new_v4().simple()),
             concurrency,
             visibility_timeout: self.visibility_timeout,
-            max_receives: None,
             receive_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             outage_patience: Duration::from_secs(60),
-            originals_prefix: "originals/".into(),
-            processed_prefix: "processed/".into(),
             temp_dir: self.work_dir.path().to_owned(),
+            unknown_video_patience: Duration::from_secs(3),
             spec: RenditionSpec {
                 preset: "veryfast".into(),
                 threads: 1,
                 ..RenditionSpec::default()
             },
+            ..WorkerSettings::default()
         }
     }
 
@@ -294,6 +293,7 @@ impl Stack {
             ("WORKER_TEMP_DIR", self.work_dir.path().display().to_string()),
             ("RENDITION_PRESET", "veryfast".to_owned()),
             ("RENDITION_THREADS", "1".to_owned()),
+            ("UNKNOWN_VIDEO_PATIENCE", "3".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ]
         .into_iter()

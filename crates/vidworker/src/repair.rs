@@ -1,0 +1,105 @@
+//! The operator's repair commands: `reconcile`, `dlq stats|peek|redrive`
+//! and `requeue` (the runbook is in the README).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use processor::RenditionSpec;
+use uuid::Uuid;
+use worker::db::Db;
+use worker::queue::Queue;
+use worker::runner::reconcile::Reconciler;
+use worker::telemetry::Stats;
+
+use crate::cli::DlqAction;
+use crate::flags::{AwsArgs, DbArgs, WorkerArgs};
+use crate::local::print;
+
+/// A reconciler over the configured database and queue (its dead-letter
+/// queue found from the queue's redrive policy).
+async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> anyhow::Result<Reconciler> {
+    let settings = match worker {
+        Some(w) => w.to_settings(RenditionSpec::default())?,
+        None => worker::config::WorkerSettings::default(),
+    };
+    let clients = aws.clients().await;
+    let mut queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
+    queue.inspect().await?;
+    Ok(Reconciler::new(
+        Db::connect_lazy(&db.database_url, 2)?,
+        queue,
+        settings.reconcile_settings(),
+        Arc::new(Stats::default()),
+    ))
+}
+
+/// `vidworker reconcile`: one pass, unless another reconciler is running.
+pub async fn reconcile(db: &DbArgs, aws: &AwsArgs, worker: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    match reconciler(db, aws, Some(worker)).await?.run_once().await? {
+        Some(r) => print(&format!(
+            "re-sent {} stranded, failed {} stranded, returned {} abandoned, failed {} abandoned, \
+             deleted {} and redrove {} dead letters\n",
+            r.resent, r.stranded, r.returned, r.abandoned, r.dead_letters_deleted, r.dead_letters_redriven
+        )),
+        None => print("another reconciler is running; nothing done\n"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidworker dlq …`.
+pub async fn dlq(action: DlqAction, db: &DbArgs, aws: &AwsArgs) -> anyhow::Result<ExitCode> {
+    let clients = aws.clients().await;
+    let mut queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
+    queue.inspect().await?;
+    let Some(dlq_url) = queue.dead_letter_url().map(str::to_owned) else {
+        anyhow::bail!("queue {} has no dead-letter queue (no redrive policy)", aws.queue_url);
+    };
+    let reconciler = reconciler(db, aws, None).await?;
+    match action {
+        DlqAction::Stats => {
+            let depth = Queue::new(clients.sqs.clone(), &dlq_url).depth().await?;
+            print(&format!("{dlq_url}: {depth} messages\n"));
+        }
+        DlqAction::Peek { n } => {
+            for d in reconciler.peek(n).await? {
+                let video = d.video_id.map_or_else(|| "-".to_owned(), |id| id.to_string());
+                print(&format!(
+                    "{}  video {video}  row {}\n    reason: {}\n    error:  {}\n    body:   {}\n",
+                    d.message_id,
+                    d.status.as_deref().unwrap_or("none"),
+                    d.reason.as_deref().unwrap_or("-"),
+                    d.error.as_deref().unwrap_or("-"),
+                    d.body.chars().take(200).collect::<String>(),
+                ));
+            }
+        }
+        DlqAction::Redrive { all, ids } => {
+            let only: Option<&[Uuid]> = if all { None } else { Some(&ids) };
+            let r = reconciler.redrive(only).await?;
+            print(&format!(
+                "redriven {}, deleted {} (already processed), left {} (failed input, malformed, unknown or busy)\n",
+                r.redriven, r.deleted, r.skipped
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidworker requeue ID…`.
+pub async fn requeue(ids: &[Uuid], db: &DbArgs, aws: &AwsArgs) -> anyhow::Result<ExitCode> {
+    let reconciler = reconciler(db, aws, None).await?;
+    let mut refused = 0;
+    for id in ids {
+        if reconciler.requeue(*id, "requeued by an operator").await? {
+            print(&format!("{id}  requeued\n"));
+        } else {
+            refused += 1;
+            eprintln!("{id}: not requeued: no such video, or a worker is processing it now");
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

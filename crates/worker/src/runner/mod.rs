@@ -1,0 +1,369 @@
+//! The worker loop: receive no more messages than there are free job slots,
+//! run each job (claim → download → transcode → upload → record → delete)
+//! while a heartbeat keeps its message hidden and its lease alive, and
+//! settle each message with one decision ([`settle::decide`]).
+//!
+//! The order of the final steps (upload to a key of the claim's own, then
+//! record it in the row fenced on the claim's token, then delete the
+//! message) means a crash anywhere repeats work at worst and never loses
+//! it, and a worker whose lease ran out can neither overwrite the outcome
+//! of the one that took over nor the rendition it recorded. The
+//! [`reconcile`] loop repairs what a crash or a lost message leaves behind.
+
+mod heartbeat;
+mod job;
+pub mod reconcile;
+mod settle;
+mod workdir;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::reconcile::Reconciler;
+use self::workdir::WorkRoot;
+use crate::config::WorkerSettings;
+use crate::db::Db;
+use crate::job::{FailureClass, JobError};
+use crate::queue::{Queue, Received};
+use crate::shutdown::Shutdown;
+use crate::storage::Storage;
+use crate::telemetry::{Event, Stats};
+
+/// Longest wait between two receives while SQS is unreachable.
+const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(30);
+/// How long, after the grace period, cancelled jobs get to hand their
+/// videos back before the worker stops anyway (their messages then come
+/// back after the visibility timeout, their leases expire).
+const HANDBACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a worker could not start; the message names the service.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The private working directory could not be made.
+    #[error("working directory in {}: {source}", path.display())]
+    WorkDir {
+        /// The parent directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The database is unreachable or not migrated.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// The queue is unreachable.
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    /// The bucket is unreachable.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The database has no videos while the queue has messages: most
+    /// likely the wrong database, whose every message would be refused.
+    #[error(
+        "database {database} has no videos while the queue holds {messages} messages: is DATABASE_URL right? \
+         (set ALLOW_EMPTY_DATABASE=true to start anyway)"
+    )]
+    EmptyDatabase {
+        /// The URL without its password.
+        database: String,
+        /// Visible messages in the queue.
+        messages: u64,
+    },
+}
+
+/// The worker service: its settings, its three services, and the loop
+/// that feeds jobs from the queue.
+#[derive(Debug)]
+pub struct Runner {
+    settings: WorkerSettings,
+    db: Db,
+    storage: Storage,
+    queue: Queue,
+    stats: Arc<Stats>,
+    /// This worker's directory for its jobs; made by [`Runner::start`].
+    work_root: Option<WorkRoot>,
+}
+
+/// Why a running job was told to stop.
+#[derive(Clone, Copy, Debug)]
+enum StopReason {
+    ClaimLost,
+    VisibilityCap,
+}
+
+/// A job's cancellation: a child of the shutdown's abort token (so the
+/// end of the grace period stops it) plus the first reason given.
+#[derive(Clone, Debug)]
+struct JobStop {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl JobStop {
+    fn new(abort: &CancellationToken) -> Self {
+        JobStop {
+            token: abort.child_token(),
+            reason: Arc::default(),
+        }
+    }
+
+    fn stop(&self, reason: StopReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.token.cancel();
+    }
+
+    /// Why the job was stopped, as the error it ends with.
+    fn error(&self) -> Option<JobError> {
+        let reason = self.reason.lock().ok().and_then(|r| *r);
+        match reason {
+            Some(StopReason::ClaimLost) => Some(JobError::ClaimLost),
+            Some(StopReason::VisibilityCap) => Some(JobError::VisibilityCap),
+            // Cancelled without a reason of ours: the shutdown's abort.
+            None => self.token.is_cancelled().then_some(JobError::Shutdown),
+        }
+    }
+}
+
+impl Runner {
+    /// A worker over these services.
+    pub fn new(settings: WorkerSettings, db: Db, storage: Storage, queue: Queue) -> Self {
+        Runner {
+            settings,
+            db,
+            storage,
+            queue,
+            stats: Arc::new(Stats::default()),
+            work_root: None,
+        }
+    }
+
+    /// Makes the working directory and checks the database, the queue and
+    /// the bucket, naming the one that fails.
+    pub async fn start(mut self) -> Result<Self, StartError> {
+        let temp = &self.settings.temp_dir;
+        self.work_root = Some(WorkRoot::create(temp).map_err(|source| StartError::WorkDir {
+            path: temp.clone(),
+            source,
+        })?);
+        self.db.check().await?;
+        let info = self.queue.inspect().await?;
+        self.storage.check().await?;
+        if !self.settings.allow_empty_database && self.db.is_empty().await? {
+            let messages = self.queue.depth().await?;
+            if messages > 0 {
+                return Err(StartError::EmptyDatabase {
+                    database: self.db.label().to_owned(),
+                    messages,
+                });
+            }
+        }
+        match info.max_receive_count {
+            Some(n) if n <= self.settings.max_attempts => tracing::warn!(
+                queue_max_receive_count = n,
+                max_attempts = self.settings.max_attempts,
+                "the queue's maxReceiveCount should be well above MAX_ATTEMPTS, so the dead-letter queue only \
+                 catches what the worker cannot handle"
+            ),
+            None => tracing::warn!(queue = self.queue.url(), "the queue has no dead-letter queue"),
+            _ => {}
+        }
+        tracing::info!(
+            worker = %self.settings.worker_id,
+            concurrency = self.settings.concurrency,
+            threads_per_job = self.settings.spec.threads,
+            visibility_timeout_s = self.settings.visibility_timeout.as_secs(),
+            max_attempts = self.settings.max_attempts,
+            queue = self.queue.url(),
+            dead_letter_queue = self.queue.dead_letter_url().unwrap_or("none"),
+            bucket = self.storage.bucket(),
+            "worker ready"
+        );
+        Ok(self)
+    }
+
+    /// Runs until `shutdown` stops intake, then lets running jobs finish
+    /// within the grace period, cancels the rest and hands them back.
+    pub async fn run(mut self, shutdown: Shutdown) -> Arc<Stats> {
+        let work_root = self.work_root.take();
+        let this = Arc::new(self);
+        let tracker = TaskTracker::new();
+        let reconciler = this
+            .reconciler()
+            .map(|r| tokio::spawn(r.run(shutdown.intake().clone())));
+        Arc::clone(&this)
+            .take_jobs(&shutdown, &tracker, work_root.as_ref())
+            .await;
+        if let Some(r) = reconciler {
+            r.abort();
+        }
+        this.drain(&shutdown, &tracker).await;
+        if let Some(root) = work_root {
+            root.remove();
+        }
+        this.stats.log();
+        Arc::clone(&this.stats)
+    }
+
+    /// The reconciler this worker runs, unless it is turned off.
+    fn reconciler(&self) -> Option<Reconciler> {
+        (!self.settings.reconcile_interval.is_zero()).then(|| {
+            Reconciler::new(
+                self.db.clone(),
+                self.queue.clone(),
+                self.settings.reconcile_settings(),
+                Arc::clone(&self.stats),
+            )
+        })
+    }
+
+    /// The receive loop, until intake stops.
+    async fn take_jobs(self: Arc<Self>, shutdown: &Shutdown, tracker: &TaskTracker, root: Option<&WorkRoot>) {
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let jobs_dir = root.map(|r| r.path().to_owned());
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            // Wait for a free slot before asking for work, so no message
+            // sits invisible waiting for one.
+            let first = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                () = shutdown.intake().cancelled() => return,
+            };
+            let mut permits = vec![first];
+            while permits.len() < 10 {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            // A receive in flight is allowed to complete (at most the long
+            // poll): what it brings after a shutdown signal is handed back
+            // at once rather than left hidden for a whole timeout.
+            let received = self
+                .queue
+                .receive(
+                    permits.len(),
+                    self.settings.receive_wait,
+                    self.settings.visibility_timeout,
+                )
+                .await;
+            let messages = match received {
+                Ok(m) => {
+                    backoff = Duration::from_secs(1);
+                    m
+                }
+                Err(e) => {
+                    Event::ReceiveFailed {
+                        error: &e.to_string(),
+                        retry_in: backoff,
+                    }
+                    .emit(&self.stats);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.intake().cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_RECEIVE_BACKOFF);
+                    continue;
+                }
+            };
+            for msg in messages {
+                match permits.pop().filter(|_| !shutdown.intake().is_cancelled()) {
+                    Some(permit) => {
+                        let (runner, abort, dir) = (Arc::clone(&self), shutdown.abort().clone(), jobs_dir.clone());
+                        tracker.spawn(async move {
+                            runner.handle(msg, dir, abort).await;
+                            drop(permit);
+                        });
+                    }
+                    None => self.hand_back_unstarted(&msg).await,
+                }
+            }
+        }
+    }
+
+    /// Lets running jobs finish within the grace period; then cancels them
+    /// and gives them a short time to hand their videos back.
+    async fn drain(&self, shutdown: &Shutdown, tracker: &TaskTracker) {
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!(
+                running = tracker.len(),
+                grace_s = self.settings.shutdown_grace.as_secs(),
+                "waiting for running jobs"
+            );
+        }
+        if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tracing::warn!(
+            running = tracker.len(),
+            "grace period over: cancelling running jobs and handing them back"
+        );
+        shutdown.abort_jobs();
+        if tokio::time::timeout(HANDBACK_TIMEOUT, tracker.wait()).await.is_err() {
+            tracing::error!(
+                running = tracker.len(),
+                "jobs did not hand back in time (a service hangs); their messages come back after the visibility \
+                 timeout"
+            );
+        }
+    }
+
+    /// A message received during shutdown goes straight back.
+    async fn hand_back_unstarted(&self, msg: &Received) {
+        if let Err(e) = self.queue.set_visibility(&msg.receipt, Duration::ZERO).await {
+            tracing::warn!(message_id = %msg.message_id, error = %e, "cannot hand a message back; it reappears after its visibility timeout");
+        }
+    }
+
+    /// Runs a step that talks to S3 or PostgreSQL. While the service is
+    /// down (an outage, not a refusal), waits and tries again, up to the
+    /// outage patience: the message stays hidden meanwhile, so an outage
+    /// does not use up the video's attempts.
+    async fn patiently<T, F, Fut>(&self, what: &str, stop: &JobStop, mut step: F) -> Result<T, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, JobError>>,
+    {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match step().await {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if e.class() == FailureClass::Outage
+                        && started.elapsed() < self.settings.outage_patience
+                        && !stop.token.is_cancelled() =>
+                {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; waiting for the service");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stop.token.cancelled() => return Err(e),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    if e.class() == FailureClass::Configuration {
+                        tracing::error!(event = "configuration_error", error = %e, "cannot {what}: the worker is misconfigured");
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A lease a little shorter than the message's visibility: when a worker
+/// dies, its lease has run out by the time the message reappears, so the
+/// next worker claims the video at once instead of finding it busy.
+fn lease(visibility: Duration) -> Duration {
+    visibility * 9 / 10
+}
