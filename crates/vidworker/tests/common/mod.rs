@@ -20,6 +20,7 @@ use worker::config::WorkerSettings;
 use worker::db::{Db, VideoRow};
 use worker::queue::{Queue, QueueSettings};
 use worker::runner::Runner;
+use worker::runner::reconcile::{ReconcileSettings, Reconciler};
 use worker::shutdown::Shutdown;
 use worker::storage::Storage;
 use worker::telemetry::Stats;
@@ -62,6 +63,16 @@ impl Stack {
     /// Starts PostgreSQL and moto, migrates, and creates the bucket and
     /// queues with a short visibility timeout and 3 receives.
     pub async fn start(visibility_timeout: Duration) -> Stack {
+        Self::start_with(QueueSettings {
+            visibility_timeout,
+            ..QueueSettings::default()
+        })
+        .await
+    }
+
+    /// Like [`Stack::start`], with the queues set up as given.
+    pub async fn start_with(settings: QueueSettings) -> Stack {
+        let visibility_timeout = settings.visibility_timeout;
         let pg = Postgres::start().expect("PostgreSQL starts (run scripts/install-deps.sh)");
         let database_url = pg.create_database("vidworker").expect("database");
         let moto = Moto::start().expect("moto starts (run scripts/install-deps.sh)");
@@ -69,12 +80,23 @@ impl Stack {
         let db = Db::connect_lazy(&database_url, 8).expect("pool");
         db.migrate().await.expect("migrations apply");
         let storage = Storage::new(clients.s3.clone(), BUCKET);
-        let settings = QueueSettings {
-            visibility_timeout,
-            ..QueueSettings::default()
-        };
         let (queue_url, dlq_url) = queue_init(&storage, &clients, &settings).await;
-        let queue = Queue::new(clients.sqs.clone(), &queue_url);
+        // Versioned, as deploy/cloudformation.yaml makes it: an overwrite
+        // of a recorded rendition would show as a second version.
+        clients
+            .s3
+            .put_bucket_versioning()
+            .bucket(BUCKET)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("versioning on");
+        let mut queue = Queue::new(clients.sqs.clone(), &queue_url);
+        queue.inspect().await.expect("inspect the queue");
         Stack {
             pg,
             moto,
@@ -219,6 +241,8 @@ impl Stack {
             .receive_message()
             .queue_url(&self.dlq_url)
             .max_number_of_messages(10)
+            // A look only: the messages stay visible.
+            .visibility_timeout(0)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
@@ -238,6 +262,103 @@ impl Stack {
                 (m.body().unwrap_or_default().to_owned(), attrs)
             })
             .collect()
+    }
+
+    /// A reconciler over this stack, acting at once on anything it finds.
+    pub fn reconciler(&self, stranded_after: Duration, abandoned_after: Duration) -> Reconciler {
+        Reconciler::new(
+            self.db.clone(),
+            self.queue.clone(),
+            ReconcileSettings {
+                interval: Duration::from_secs(1),
+                stranded_after,
+                max_resends: 3,
+                abandoned_after,
+                max_attempts: 3,
+            },
+            Arc::new(Stats::default()),
+        )
+    }
+
+    /// What every test ends with, whatever it did: each video processed,
+    /// or failed with a reason (never pending or processing); the recorded
+    /// rendition exists, was written once (one version in the versioned
+    /// bucket) and is the only one under the video's prefix; no message
+    /// left in the job queue; no dead letter of a processed or pending
+    /// video; no job directory and no unfinished multipart upload.
+    pub async fn check_invariants(&self, ids: &[Uuid]) {
+        let s3 = &self.clients.s3;
+        for id in ids {
+            let row = self.row(*id).await;
+            match row.status.as_str() {
+                "processed" => {
+                    let key = row.processed_key.clone().expect("a processed row has its key");
+                    let versions = s3
+                        .list_object_versions()
+                        .bucket(BUCKET)
+                        .prefix(format!("processed/{id}/"))
+                        .send()
+                        .await
+                        .expect("list versions");
+                    let written: Vec<&str> = versions.versions().iter().filter_map(|v| v.key()).collect();
+                    assert_eq!(
+                        written.iter().filter(|k| **k == key).count(),
+                        1,
+                        "the recorded rendition {key} was written exactly once: {written:?}"
+                    );
+                    let current = self.storage.list(&format!("processed/{id}/")).await.expect("list");
+                    assert_eq!(current, vec![key.clone()], "only the recorded rendition remains");
+                }
+                "failed" => {
+                    assert!(
+                        row.error.is_some() && row.failure_kind.is_some(),
+                        "failed without a reason: {row:?}"
+                    );
+                }
+                other => panic!("video {id} ended {other}: {row:?}"),
+            }
+        }
+        assert_eq!(self.queue_total().await, 0, "messages left in the job queue");
+        for (body, _) in self.dead_letters().await {
+            let Ok(id) = worker::job::parse(&body) else { continue };
+            if let Some(row) = self.db.get(id).await.expect("query") {
+                assert!(
+                    row.status == "failed",
+                    "a dead letter for a {} video: {body}",
+                    row.status
+                );
+            }
+        }
+        assert!(self.leftover_job_dirs().is_empty(), "{:?}", self.leftover_job_dirs());
+        let uploads = s3
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("list uploads");
+        assert!(
+            uploads.uploads().is_empty(),
+            "unfinished multipart uploads: {:?}",
+            uploads.uploads()
+        );
+    }
+
+    /// Runs a one-shot `vidworker` command against this stack; returns
+    /// (exit code, stdout, stderr).
+    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_vidworker"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env())
+            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .output()
+            .expect("vidworker runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Sends a raw message body to the job queue.

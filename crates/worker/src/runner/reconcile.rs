@@ -279,11 +279,18 @@ impl Reconciler {
                     report.dead_letters_deleted += 1;
                 }
                 Verdict::Redrive => {
-                    if let Some(id) = row.map(|r| r.id) {
-                        self.send(id).await?;
-                        self.queue.delete_dead_letter(&msg.receipt).await?;
+                    let Some(row) = row else { continue };
+                    let reason = "re-sent: its message was in the dead-letter queue";
+                    if self.db.note_resend(row.id, row.updated_at, reason).await? {
+                        self.send(row.id).await?;
+                        Event::Resent {
+                            video_id: row.id,
+                            resends: row.resends + 1,
+                        }
+                        .emit(&self.stats);
                         report.dead_letters_redriven += 1;
                     }
+                    self.queue.delete_dead_letter(&msg.receipt).await?;
                 }
                 Verdict::Keep(_) => self.queue.release_dead_letter(&msg.receipt).await?,
             }
