@@ -18,6 +18,16 @@
 //! Both services can be stopped and started again on the same port, to test
 //! how the worker rides out a database restart or an S3/SQS outage.
 //!
+//! For finer faults, put a proxy between the code under test and a service
+//! (both run `proxy.py`, in this crate, with the venv's Python):
+//! - [`TcpProxy`] in front of PostgreSQL switches between passing bytes,
+//!   refusing connections, blackholing them (the client hangs until its own
+//!   timeout) and delaying them ([`TcpMode`]);
+//! - [`HttpProxy`] in front of moto names each S3/SQS request
+//!   (`sqs:DeleteMessage`, `s3:PUT /bucket/key`) and applies [`Rule`]s to
+//!   matching ones: answer an error, never answer, or hold the request or
+//!   its response until the test releases it ([`Action`]).
+//!
 //! Requirements: PostgreSQL server binaries (`/usr/lib/postgresql/*/bin` or
 //! `$PG_BIN`) and moto in `<repo>/.venv` (or `$VIDWORKER_VENV`); the
 //! repository's `scripts/install-deps.sh` installs both.
@@ -49,6 +59,7 @@
 mod moto;
 mod postgres;
 mod process;
+mod proxy;
 
 use std::collections::HashSet;
 use std::io;
@@ -59,6 +70,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use moto::Moto;
 pub use postgres::Postgres;
+pub use proxy::{Action, HttpProxy, Rule, RuleId, TcpMode, TcpProxy};
 
 /// The vidworker repository's root directory (two levels above this crate's
 /// manifest, as recorded at compile time).
