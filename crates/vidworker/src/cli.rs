@@ -11,9 +11,13 @@ use worker::queue::QueueSettings;
 use crate::flags::{AwsArgs, DbArgs, RenditionArgs, RunArgs, WorkerArgs};
 use crate::logging::LogFormat;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`.
+pub static VERSION: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} (commit {})", env!("CARGO_PKG_VERSION"), worker::COMMIT));
+
 /// vidworker turns video uploads into web-ready 720p H.264 renditions.
 #[derive(Debug, Parser)]
-#[command(name = "vidworker", version, about, long_about = None)]
+#[command(name = "vidworker", version = VERSION.as_str(), about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
@@ -107,6 +111,13 @@ pub enum Command {
         db: DbArgs,
         #[command(flatten)]
         aws: AwsArgs,
+    },
+    /// Ask a running worker's /healthz (for a container HEALTHCHECK): exit
+    /// 0 when healthy.
+    Healthcheck {
+        /// The worker's metrics address.
+        #[arg(long, env = "METRICS_ADDR", default_value = crate::flags::DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
     },
     /// Show the videos and their states.
     Status {

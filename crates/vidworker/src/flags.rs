@@ -10,6 +10,25 @@ use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, Renditi
 use worker::aws::Clients;
 use worker::config::{ConfigError, WorkerSettings};
 
+/// Port 9464: the one commonly used by Prometheus exporters of
+/// OpenTelemetry-style services, free of the usual web ports. All
+/// interfaces, so a load balancer or a scraper in the VPC can reach it;
+/// the security group decides who may.
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9464";
+
+/// `METRICS_ADDR`: an address, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s.is_empty() || s.eq_ignore_ascii_case("off") {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|e| format!("{s:?} is not ADDR:PORT or off ({e})"))
+}
+
 fn spec() -> RenditionSpec {
     RenditionSpec::default()
 }
@@ -364,6 +383,9 @@ pub struct WorkerArgs {
     /// messages (otherwise refused: most likely the wrong DATABASE_URL).
     #[arg(long, env = "ALLOW_EMPTY_DATABASE")]
     pub allow_empty_database: bool,
+    /// Where /metrics, /healthz and /readyz are served (`off` for nowhere).
+    #[arg(long, env = "METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr, value_name = "ADDR:PORT|off")]
+    pub metrics_addr: MetricsAddr,
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
 }
@@ -406,6 +428,7 @@ impl WorkerArgs {
             stranded_after: Duration::from_secs(self.reconcile.stranded_after),
             max_resends: self.reconcile.max_resends,
             allow_empty_database: self.allow_empty_database,
+            metrics_addr: self.metrics_addr.0,
             spec,
         }
         .validated()

@@ -53,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reconcile { db, aws, worker } => runtime()?.block_on(repair::reconcile(&db, &aws, &worker)),
         Command::Dlq { action, db, aws } => runtime()?.block_on(repair::dlq(action, &db, &aws)),
         Command::Requeue { ids, db, aws } => runtime()?.block_on(repair::requeue(&ids, &db, &aws)),
+        Command::Healthcheck { metrics_addr } => Ok(serve::healthcheck(metrics_addr)),
     }
 }
 

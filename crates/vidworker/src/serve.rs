@@ -37,3 +37,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runner.run(shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
+
+/// GETs `/healthz` of the worker at `addr` (the loopback address when it
+/// listens on all interfaces). A plain HTTP/1.0 request: this runs as a
+/// container's health check, where no HTTP client is installed.
+pub fn healthcheck(mut addr: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(5);
+    let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => ExitCode::SUCCESS,
+        Ok(text) => {
+            eprintln!("unhealthy: {}", text.lines().last().unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: http://{addr}/healthz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -60,6 +60,9 @@ pub struct WorkerSettings {
     /// Start even when the database has no videos but the queue has
     /// messages (normally a sign of the wrong `DATABASE_URL`).
     pub allow_empty_database: bool,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` for
+    /// nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The rendition.
     pub spec: RenditionSpec,
 }
@@ -83,6 +86,7 @@ impl Default for WorkerSettings {
             stranded_after: Duration::from_secs(3600),
             max_resends: 3,
             allow_empty_database: false,
+            metrics_addr: None,
             spec: RenditionSpec::default(),
         }
     }

@@ -384,6 +384,16 @@ impl Db {
         Ok(())
     }
 
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.timed(
+            "answer",
+            sqlx::query("SELECT 1 FROM videos LIMIT 1").execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Whether the table holds no video at all.
     pub async fn is_empty(&self) -> Result<bool, DbError> {
         self.timed("count videos", async {

@@ -134,6 +134,17 @@ impl JobError {
         }
     }
 
+    /// The service a failure came from, for metrics: `database`, `s3`,
+    /// `sqs` or `worker`.
+    pub fn service(&self) -> &'static str {
+        match self {
+            JobError::Db(_) => "database",
+            JobError::Storage(_) => "s3",
+            JobError::Queue(_) => "sqs",
+            _ => "worker",
+        }
+    }
+
     /// Whether another attempt would fail the same way.
     pub fn is_permanent(&self) -> bool {
         self.class() == FailureClass::Permanent

@@ -31,6 +31,9 @@
 //! # Ok(()) }
 //! ```
 
+/// The commit this build comes from (see `build.rs`).
+pub const COMMIT: &str = env!("VIDWORKER_COMMIT");
+
 pub mod aws;
 pub mod config;
 pub mod db;

@@ -415,6 +415,9 @@ impl Stack {
             ("RENDITION_PRESET", "veryfast".to_owned()),
             ("RENDITION_THREADS", "1".to_owned()),
             ("UNKNOWN_VIDEO_PATIENCE", "3".to_owned()),
+            // Tests run many workers at once; those that look at the
+            // endpoints give their own port.
+            ("METRICS_ADDR", "off".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ]
         .into_iter()
@@ -504,4 +507,29 @@ impl Drop for BinaryWorker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP GET on 127.0.0.1: (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The venv's Python, where the test tools (moto, prometheus_client) live.
+pub fn venv_python() -> PathBuf {
+    testkit::repo_root().join(".venv/bin/python")
 }

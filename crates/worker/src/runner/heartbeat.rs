@@ -24,9 +24,12 @@ const CAP_MARGIN: Duration = Duration::from_secs(120);
 /// The heartbeat of one job.
 #[derive(Debug)]
 pub(super) struct Keeper {
+    runner: Arc<Runner>,
     done: CancellationToken,
     claim: Arc<Mutex<Option<Uuid>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// This job's number in the health registry.
+    health_id: u64,
 }
 
 impl Keeper {
@@ -35,11 +38,12 @@ impl Keeper {
         let done = CancellationToken::new();
         let claim = Arc::new(Mutex::new(None));
         let every = (runner.settings.visibility_timeout / 3).max(Duration::from_millis(500));
+        let health_id = runner.stats.health.job_started();
         let tasks = vec![
             tokio::spawn(extend_visibility(
                 Arc::clone(runner),
                 msg.clone(),
-                every,
+                (every, health_id),
                 stop.clone(),
                 done.clone(),
             )),
@@ -52,7 +56,13 @@ impl Keeper {
                 done.clone(),
             )),
         ];
-        Keeper { done, claim, tasks }
+        Keeper {
+            runner: Arc::clone(runner),
+            done,
+            claim,
+            tasks,
+            health_id,
+        }
     }
 
     /// From now on, also renew the lease of this claim.
@@ -69,17 +79,19 @@ impl Keeper {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        self.runner.stats.health.job_ended(self.health_id);
     }
 }
 
 async fn extend_visibility(
     runner: Arc<Runner>,
     msg: Received,
-    every: Duration,
+    (every, health_id): (Duration, u64),
     stop: JobStop,
     done: CancellationToken,
 ) {
     let timeout = runner.settings.visibility_timeout;
+    let stats = &runner.stats;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -99,6 +111,8 @@ async fn extend_visibility(
             r = tokio::time::timeout(every, call) => r,
             () = done.cancelled() => return,
         };
+        stats.health.beat(health_id);
+        stats.visibility_extension(matches!(result, Ok(Ok(()))));
         match result {
             Ok(Ok(())) => tracing::trace!(extend_s = extend.as_secs(), "visibility extended"),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot extend the message's visibility"),

@@ -15,9 +15,10 @@ use super::heartbeat::Keeper;
 use super::settle::{self, ClaimFacts, Facts, MessageAction, Outcome, RowAction, Settlement};
 use super::{JobStop, Runner, lease};
 use crate::db::{Claim, Claimed, Recorded};
-use crate::job::{self, JobError};
+use crate::job::{self, FailureClass, JobError};
 use crate::queue::Received;
 use crate::telemetry::Event;
+use crate::telemetry::{Stage, Stats};
 
 /// How long the last writes of a job that is being handed back at shutdown
 /// may take: the grace period is over.
@@ -58,12 +59,15 @@ impl Runner {
             produced: None,
             started: Instant::now(),
         };
+        let runner = Arc::clone(&job.runner);
+        runner.job_started();
         async move {
             let outcome = job.run(jobs_dir.as_deref()).await;
             job.settle(outcome).await;
         }
         .instrument(span)
         .await;
+        runner.job_ended();
     }
 }
 
@@ -149,10 +153,18 @@ impl Job {
             .map_err(JobError::WorkDir)?;
         let original = dir.path().join("original");
         let rendition = dir.path().join("rendition.mp4");
-        let original_bytes = self.download(original_key, &original).await?;
-        let report = self.transcode(original_key, &original, &rendition).await?;
+        let stats = &runner.stats;
+        let original_bytes = timed(stats, Stage::Download, self.download(original_key, &original)).await?;
+        stats.downloaded(original_bytes);
+        let report = timed(
+            stats,
+            Stage::Transcode,
+            self.transcode(original_key, &original, &rendition),
+        )
+        .await?;
         let key = format!("{}{video_id}/{}.mp4", runner.settings.processed_prefix, token.simple());
-        self.upload(&rendition, &key).await?;
+        timed(stats, Stage::Upload, self.upload(&rendition, &key)).await?;
+        stats.uploaded(report.bytes);
         // From here a stop request no longer matters: recording the outcome
         // takes milliseconds, while handing it back would redo the job.
         let recorded = runner
@@ -295,48 +307,7 @@ impl Job {
             }
             return decision.message.clone();
         };
-        let written = match &decision.row {
-            RowAction::Keep => Ok(true),
-            RowAction::Record => self.record(video_id).await,
-            RowAction::Fail {
-                kind,
-                reason,
-                error_kind,
-            } => {
-                let (runner, token) = (&self.runner, self.claim.as_ref().map(|c| c.token));
-                self.bounded(runner.patiently("record the failure", &self.stop, || async {
-                    Ok(runner
-                        .db
-                        .mark_failed(video_id, token, *kind, reason, error_kind)
-                        .await?)
-                }))
-                .await
-            }
-            RowAction::Release {
-                reason,
-                error_kind,
-                interrupted,
-            } => match self.claim.as_ref() {
-                Some(claim) => {
-                    let runner = &self.runner;
-                    self.bounded(runner.patiently("hand the video back", &self.stop, || async {
-                        Ok(runner
-                            .db
-                            .release(
-                                video_id,
-                                claim.token,
-                                reason.as_deref(),
-                                error_kind.as_deref(),
-                                *interrupted,
-                            )
-                            .await?)
-                    }))
-                    .await
-                }
-                None => Ok(true),
-            },
-        };
-        match written {
+        match self.write(video_id, &decision.row).await {
             Ok(true) => {
                 self.emit(video_id, decision, outcome);
                 decision.message.clone()
@@ -355,20 +326,58 @@ impl Job {
                     .claim
                     .as_ref()
                     .map_or(self.msg.receive_count, |c| c.counted_attempts().max(1) as u32);
-                let delay = settle::backoff(self.runner.settings.retry_backoff, attempt);
                 let delay = if self.stop.token.is_cancelled() {
                     Duration::ZERO
                 } else {
-                    delay
+                    settle::backoff(self.runner.settings.retry_backoff, attempt)
                 };
                 Event::Retry {
                     video_id,
+                    kind: e.kind(),
                     reason: &format!("cannot record the outcome: {e}"),
                     delay,
                     receives: self.msg.receive_count,
                 }
                 .emit(&self.runner.stats);
                 MessageAction::Retry(delay)
+            }
+        }
+    }
+
+    /// The row write itself, fenced on the claim. `Ok(false)`: the claim
+    /// is lost.
+    async fn write(&self, video_id: Uuid, row: &RowAction) -> Result<bool, JobError> {
+        let runner = &self.runner;
+        let token = self.claim.as_ref().map(|c| c.token);
+        match row {
+            RowAction::Keep => Ok(true),
+            RowAction::Record => self.record(video_id).await,
+            RowAction::Fail {
+                kind,
+                reason,
+                error_kind,
+            } => {
+                self.bounded(runner.patiently("record the failure", &self.stop, || async {
+                    Ok(runner
+                        .db
+                        .mark_failed(video_id, token, *kind, reason, error_kind)
+                        .await?)
+                }))
+                .await
+            }
+            RowAction::Release {
+                reason,
+                error_kind,
+                interrupted,
+            } => {
+                let Some(token) = token else { return Ok(true) };
+                self.bounded(runner.patiently("hand the video back", &self.stop, || async {
+                    Ok(runner
+                        .db
+                        .release(video_id, token, reason.as_deref(), error_kind.as_deref(), *interrupted)
+                        .await?)
+                }))
+                .await
             }
         }
     }
@@ -399,11 +408,10 @@ impl Job {
         };
         let runner = &self.runner;
         let outcome = outcome(done);
-        let recorded = runner
-            .patiently("record the rendition", &self.stop, || async {
-                Ok(runner.db.mark_processed(video_id, claim.token, &outcome).await?)
-            })
-            .await?;
+        let record = runner.patiently("record the rendition", &self.stop, || async {
+            Ok(runner.db.mark_processed(video_id, claim.token, &outcome).await?)
+        });
+        let recorded = timed(&runner.stats, Stage::Record, record).await?;
         match recorded {
             Recorded::Yes { previous } => {
                 self.clean_up(video_id, &done.key, previous.as_deref()).await;
@@ -487,12 +495,17 @@ impl Job {
             }
             _ => {
                 if let MessageAction::Retry(delay) = decision.message {
-                    let reason = match outcome {
-                        Outcome::Failed(e) | Outcome::ClaimFailed(e) => e.to_string(),
-                        _ => String::new(),
+                    let (kind, reason) = match outcome {
+                        Outcome::Failed(e) | Outcome::ClaimFailed(e) => (e.kind(), e.to_string()),
+                        _ => ("none", String::new()),
                     };
+                    if matches!(outcome, Outcome::Failed(e) | Outcome::ClaimFailed(e) if e.class() == FailureClass::Configuration)
+                    {
+                        stats.configuration_error();
+                    }
                     Event::Retry {
                         video_id,
+                        kind,
                         reason: &reason,
                         delay,
                         receives: self.msg.receive_count,
@@ -528,6 +541,15 @@ impl Job {
             tracing::warn!(error = %e, "cannot settle the message; it comes back after its visibility timeout");
         }
     }
+}
+
+/// Runs a stage and observes how long it took, whatever its result.
+async fn timed<T>(stats: &Stats, stage: Stage, work: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    // On the heap: the AWS SDK's futures are large.
+    let out = Box::pin(work).await;
+    stats.stage(stage, started.elapsed());
+    out
 }
 
 /// ±20 % so that failed jobs do not come back in lockstep.

@@ -16,7 +16,9 @@ pub mod reconcile;
 mod settle;
 mod workdir;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +34,7 @@ use crate::job::{FailureClass, JobError};
 use crate::queue::{Queue, Received};
 use crate::shutdown::Shutdown;
 use crate::storage::Storage;
-use crate::telemetry::{Event, Stats};
+use crate::telemetry::{self, Event, HealthLimits, Stats};
 
 /// Longest wait between two receives while SQS is unreachable.
 const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(30);
@@ -61,6 +63,14 @@ pub enum StartError {
     /// The bucket is unreachable.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The metrics address is taken or not allowed.
+    #[error("metrics address {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The database has no videos while the queue has messages: most
     /// likely the wrong database, whose every message would be refused.
     #[error(
@@ -86,6 +96,10 @@ pub struct Runner {
     stats: Arc<Stats>,
     /// This worker's directory for its jobs; made by [`Runner::start`].
     work_root: Option<WorkRoot>,
+    /// The endpoints' socket, bound by [`Runner::start`].
+    listener: Option<tokio::net::TcpListener>,
+    /// Jobs running now.
+    running: AtomicUsize,
 }
 
 /// Why a running job was told to stop.
@@ -140,7 +154,29 @@ impl Runner {
             queue,
             stats: Arc::new(Stats::default()),
             work_root: None,
+            listener: None,
+            running: AtomicUsize::new(0),
         }
+    }
+
+    /// The counters, metrics and health of this worker.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Where the endpoints are served, once started.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    fn job_started(&self) {
+        let running = self.running.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.jobs_running(running, self.settings.concurrency);
+    }
+
+    fn job_ended(&self) {
+        let running = self.running.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        self.stats.jobs_running(running, self.settings.concurrency);
     }
 
     /// Makes the working directory and checks the database, the queue and
@@ -151,6 +187,12 @@ impl Runner {
             path: temp.clone(),
             source,
         })?);
+        if let Some(addr) = self.settings.metrics_addr {
+            let listener = telemetry::server::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            self.listener = Some(listener);
+        }
         self.db.check().await?;
         let info = self.queue.inspect().await?;
         self.storage.check().await?;
@@ -182,6 +224,9 @@ impl Runner {
             queue = self.queue.url(),
             dead_letter_queue = self.queue.dead_letter_url().unwrap_or("none"),
             bucket = self.storage.bucket(),
+            metrics = %self.metrics_addr().map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            version = env!("CARGO_PKG_VERSION"),
+            commit = crate::COMMIT,
             "worker ready"
         );
         Ok(self)
@@ -191,7 +236,12 @@ impl Runner {
     /// within the grace period, cancels the rest and hands them back.
     pub async fn run(mut self, shutdown: Shutdown) -> Arc<Stats> {
         let work_root = self.work_root.take();
+        let listener = self.listener.take();
         let this = Arc::new(self);
+        this.stats.jobs_running(0, this.settings.concurrency);
+        let stop_serving = CancellationToken::new();
+        let server =
+            listener.map(|l| telemetry::server::spawn(l, Arc::new(this.endpoints(&shutdown)), stop_serving.clone()));
         let tracker = TaskTracker::new();
         let reconciler = this
             .reconciler()
@@ -203,11 +253,32 @@ impl Runner {
             r.abort();
         }
         this.drain(&shutdown, &tracker).await;
+        stop_serving.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         if let Some(root) = work_root {
             root.remove();
         }
         this.stats.log();
         Arc::clone(&this.stats)
+    }
+
+    /// What `/metrics`, `/healthz` and `/readyz` look at.
+    fn endpoints(&self, shutdown: &Shutdown) -> telemetry::server::Endpoints {
+        let every = (self.settings.visibility_timeout / 3).max(Duration::from_millis(500));
+        let limits = HealthLimits {
+            receive: self.settings.receive_wait + Duration::from_secs(150),
+            heartbeat: every * 3 + Duration::from_secs(30),
+        };
+        telemetry::server::Endpoints::new(
+            Arc::clone(&self.stats),
+            limits,
+            self.db.clone(),
+            self.queue.clone(),
+            self.storage.clone(),
+            shutdown.intake().clone(),
+        )
     }
 
     /// The reconciler this worker runs, unless it is turned off.
@@ -244,6 +315,7 @@ impl Runner {
             // A receive in flight is allowed to complete (at most the long
             // poll): what it brings after a shutdown signal is handed back
             // at once rather than left hidden for a whole timeout.
+            self.stats.health.receiving();
             let received = self
                 .queue
                 .receive(
@@ -252,6 +324,7 @@ impl Runner {
                     self.settings.visibility_timeout,
                 )
                 .await;
+            self.stats.health.received();
             let messages = match received {
                 Ok(m) => {
                     backoff = Duration::from_secs(1);
@@ -343,6 +416,7 @@ impl Runner {
                         && started.elapsed() < self.settings.outage_patience
                         && !stop.token.is_cancelled() =>
                 {
+                    self.stats.outage_wait(e.service());
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; waiting for the service");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

@@ -1,7 +1,13 @@
 //! What happens to jobs, told once: each [`Event`] writes its log line and
-//! counts itself in [`Stats`] in the same call, as Vector's internal events
-//! do. The `event` field of every line is stable, so a log-based metric can
-//! count it too. Installing a log subscriber is the binary's business.
+//! counts itself, in [`Stats`] and in the Prometheus [`metrics`], in the
+//! same call, as Vector's internal events do. The `event` field of every
+//! line is stable, so a log-based metric can count it too. Installing a log
+//! subscriber is the binary's business; [`server`] serves the metrics and
+//! the health endpoints.
+
+mod health;
+mod metrics;
+pub(crate) mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,7 +15,12 @@ use std::time::Duration;
 use processor::Report;
 use uuid::Uuid;
 
-/// How many jobs ended which way since the worker started.
+pub use self::health::{Health, HealthLimits};
+use self::metrics::Metrics;
+pub use self::metrics::Stage;
+
+/// How many jobs ended which way since the worker started, the metrics,
+/// and the loops' health.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Renditions made and recorded.
@@ -35,9 +46,49 @@ pub struct Stats {
     /// Videos the reconciler failed (stranded, or abandoned on their last
     /// attempt).
     pub repaired_failed: AtomicU64,
+    /// The Prometheus families.
+    pub(crate) metrics: Metrics,
+    /// The loops' signs of life.
+    pub health: Health,
 }
 
 impl Stats {
+    /// A stage of a job took this long.
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        self.metrics.stage(stage, took);
+    }
+
+    /// A visibility extension succeeded or failed.
+    pub fn visibility_extension(&self, ok: bool) {
+        self.metrics.visibility_extension(ok);
+    }
+
+    /// Bytes of originals downloaded.
+    pub fn downloaded(&self, bytes: u64) {
+        self.metrics.transferred("in", bytes);
+    }
+
+    /// Bytes of renditions uploaded.
+    pub fn uploaded(&self, bytes: u64) {
+        self.metrics.transferred("out", bytes);
+    }
+
+    /// A job waits for an unreachable service (`database` or `s3`).
+    pub fn outage_wait(&self, service: &str) {
+        self.metrics.outage_wait(service);
+    }
+
+    /// A job met a configuration error.
+    pub fn configuration_error(&self) {
+        self.metrics.configuration_errors.inc();
+    }
+
+    /// Jobs running now, out of `slots`.
+    pub fn jobs_running(&self, running: usize, slots: usize) {
+        self.metrics.in_flight.set(running as i64);
+        self.metrics.free_slots.set(slots.saturating_sub(running) as i64);
+    }
+
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -100,6 +151,8 @@ pub enum Event<'a> {
     Retry {
         /// The video.
         video_id: Uuid,
+        /// The failure's stable name.
+        kind: &'a str,
         /// Why.
         reason: &'a str,
         /// When the message comes back.
@@ -170,6 +223,54 @@ pub enum Event<'a> {
 impl Event<'_> {
     /// Logs the event and counts it.
     pub fn emit(&self, stats: &Stats) {
+        self.count(stats);
+        self.log();
+    }
+
+    /// The counters this event moves: the test-facing [`Stats`] and the
+    /// Prometheus families.
+    fn count(&self, stats: &Stats) {
+        let m = &stats.metrics;
+        let (counter, outcome, kind): (Option<&AtomicU64>, Option<&str>, &str) = match *self {
+            Event::Claimed { .. } => (None, None, "none"),
+            Event::Processed { report, .. } => {
+                m.speed.observe(report.speed);
+                (Some(&stats.processed), Some("processed"), "none")
+            }
+            Event::Failed { kind, .. } => (Some(&stats.failed), Some("failed"), kind),
+            Event::Retry { kind, .. } => (Some(&stats.retried), Some("retried"), kind),
+            Event::Released { .. } => (Some(&stats.released), Some("released"), "shutdown"),
+            Event::Duplicate { .. } => (Some(&stats.duplicates), Some("duplicate"), "none"),
+            Event::UnknownVideo { .. } => (Some(&stats.failed), Some("unknown_video"), "none"),
+            Event::Busy { .. } => (Some(&stats.busy), Some("busy"), "none"),
+            Event::DeadLettered { .. } => (Some(&stats.dead_lettered), Some("dead_lettered"), "none"),
+            Event::ReceiveFailed { .. } => {
+                m.receive_errors.inc();
+                (Some(&stats.receive_errors), None, "none")
+            }
+            Event::Resent { .. } => {
+                m.reconciled("resent");
+                (Some(&stats.resent), None, "none")
+            }
+            Event::Returned { .. } => {
+                m.reconciled("returned");
+                (Some(&stats.returned), None, "none")
+            }
+            Event::Given { kind, .. } => {
+                m.reconciled(kind);
+                (Some(&stats.repaired_failed), None, "none")
+            }
+        };
+        if let Some(c) = counter {
+            Stats::bump(c);
+        }
+        if let Some(outcome) = outcome {
+            m.job(outcome, kind);
+        }
+    }
+
+    /// The log line.
+    fn log(&self) {
         match *self {
             Event::Claimed {
                 video_id,
@@ -181,83 +282,68 @@ impl Event<'_> {
                 key,
                 report,
                 took,
-            } => {
-                Stats::bump(&stats.processed);
-                tracing::info!(
-                    event = "processed",
-                    %video_id,
-                    key,
-                    duration_s = report.duration.as_secs_f64(),
-                    bytes = report.bytes,
-                    transcode_s = report.elapsed.as_secs_f64(),
-                    speed = report.speed,
-                    job_s = took.as_secs_f64(),
-                    "job processed"
-                );
-            }
+            } => tracing::info!(
+                event = "processed",
+                %video_id,
+                key,
+                duration_s = report.duration.as_secs_f64(),
+                bytes = report.bytes,
+                transcode_s = report.elapsed.as_secs_f64(),
+                speed = report.speed,
+                job_s = took.as_secs_f64(),
+                "job processed"
+            ),
             Event::Failed {
                 video_id,
                 kind,
                 reason,
                 permanent,
-            } => {
-                Stats::bump(&stats.failed);
-                tracing::warn!(event = "failed", %video_id, kind, permanent, reason, "job failed");
-            }
+            } => tracing::warn!(event = "failed", %video_id, kind, permanent, reason, "job failed"),
             Event::Retry {
                 video_id,
+                kind,
                 reason,
                 delay,
                 receives,
             } => {
-                Stats::bump(&stats.retried);
-                tracing::warn!(event = "retry", %video_id, receives, retry_in_s = delay.as_secs(), reason, "job will be retried");
+                tracing::warn!(event = "retry", %video_id, kind, receives, retry_in_s = delay.as_secs(), reason, "job will be retried")
             }
             Event::Released { video_id } => {
-                Stats::bump(&stats.released);
-                tracing::info!(event = "released", %video_id, "job handed back at shutdown");
+                tracing::info!(event = "released", %video_id, "job handed back at shutdown")
             }
             Event::Duplicate { video_id } => {
-                Stats::bump(&stats.duplicates);
-                tracing::info!(event = "duplicate", %video_id, "already processed; message deleted");
+                tracing::info!(event = "duplicate", %video_id, "already processed; message deleted")
             }
             Event::UnknownVideo { video_id } => {
-                Stats::bump(&stats.failed);
-                tracing::warn!(event = "unknown_video", %video_id, "no such video; message deleted");
+                tracing::warn!(event = "unknown_video", %video_id, "no such video (yet)")
             }
             Event::Busy { video_id, delay } => {
-                Stats::bump(&stats.busy);
-                tracing::info!(event = "busy", %video_id, retry_in_s = delay.as_secs(), "another worker holds this video");
+                tracing::info!(event = "busy", %video_id, retry_in_s = delay.as_secs(), "another worker holds this video")
             }
             Event::DeadLettered { message_id, reason } => {
-                Stats::bump(&stats.dead_lettered);
                 tracing::error!(
                     event = "dead_lettered",
                     message_id,
                     reason,
                     "message moved to the dead-letter queue"
-                );
+                )
             }
             Event::ReceiveFailed { error, retry_in } => {
-                Stats::bump(&stats.receive_errors);
                 tracing::warn!(
                     event = "receive_failed",
                     error,
                     retry_in_s = retry_in.as_secs(),
                     "cannot receive; will retry"
-                );
+                )
             }
             Event::Resent { video_id, resends } => {
-                Stats::bump(&stats.resent);
-                tracing::warn!(event = "resent", %video_id, resends, "re-sent a stranded video's message");
+                tracing::warn!(event = "resent", %video_id, resends, "re-sent a stranded video's message")
             }
             Event::Returned { video_id } => {
-                Stats::bump(&stats.returned);
-                tracing::warn!(event = "returned", %video_id, "returned a video whose worker is gone to the queue");
+                tracing::warn!(event = "returned", %video_id, "returned a video whose worker is gone to the queue")
             }
             Event::Given { video_id, kind, reason } => {
-                Stats::bump(&stats.repaired_failed);
-                tracing::error!(event = kind, %video_id, reason, "the reconciler failed a video");
+                tracing::error!(event = kind, %video_id, reason, "the reconciler failed a video")
             }
         }
     }

@@ -1,0 +1,228 @@
+//! The worker's Prometheus metrics, in a registry of its own (no global
+//! recorder): what `/metrics` serves. [`super::Event::emit`] and the
+//! observation methods of [`super::Stats`] update them.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// A job's end, and the kind of failure (`none` when it did not fail).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JobLabels {
+    pub outcome: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StageLabels {
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DirectionLabels {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServiceLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ActionLabels {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+/// A stage of a job, for the duration histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Fetching the original from S3.
+    Download,
+    /// Running the processor.
+    Transcode,
+    /// Storing the rendition in S3.
+    Upload,
+    /// Writing the outcome to PostgreSQL.
+    Record,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Download => "download",
+            Stage::Transcode => "transcode",
+            Stage::Upload => "upload",
+            Stage::Record => "record",
+        }
+    }
+}
+
+/// Every metric family, cheap to clone (they share their values).
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
+    pub jobs: Family<JobLabels, Counter>,
+    pub stage_seconds: Family<StageLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub free_slots: Gauge,
+    pub visibility_extensions: Family<ResultLabels, Counter>,
+    pub bytes: Family<DirectionLabels, Counter>,
+    pub speed: Histogram,
+    pub receive_errors: Counter,
+    pub outage_waits: Family<ServiceLabels, Counter>,
+    pub configuration_errors: Counter,
+    pub reconciled: Family<ActionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            jobs: Family::default(),
+            stage_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.05, 2.0, 14))),
+            in_flight: Gauge::default(),
+            free_slots: Gauge::default(),
+            visibility_extensions: Family::default(),
+            bytes: Family::default(),
+            speed: Histogram::new([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0]),
+            receive_errors: Counter::default(),
+            outage_waits: Family::default(),
+            configuration_errors: Counter::default(),
+            reconciled: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry with every family, named `vidworker_*`.
+    pub(crate) fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix("vidworker");
+        r.register(
+            "jobs",
+            "Jobs by how they ended (processed, failed, retried, released, duplicate, unknown_video, busy, \
+             dead_lettered) and the kind of failure",
+            self.jobs.clone(),
+        );
+        r.register_with_unit(
+            "stage_duration",
+            "Time spent in each stage of a job",
+            Unit::Seconds,
+            self.stage_seconds.clone(),
+        );
+        r.register("jobs_in_flight", "Jobs running now", self.in_flight.clone());
+        r.register(
+            "job_slots_free",
+            "Job slots free for new messages",
+            self.free_slots.clone(),
+        );
+        r.register(
+            "visibility_extensions",
+            "Extensions of running jobs' message visibility, by result",
+            self.visibility_extensions.clone(),
+        );
+        r.register_with_unit(
+            "transferred",
+            "Bytes downloaded (originals, in) and uploaded (renditions, out)",
+            Unit::Bytes,
+            self.bytes.clone(),
+        );
+        r.register(
+            "transcode_speed",
+            "Media time produced per second of wall-clock time (x real time), per job",
+            self.speed.clone(),
+        );
+        r.register(
+            "receive_errors",
+            "Failed receives from the queue",
+            self.receive_errors.clone(),
+        );
+        r.register(
+            "outage_waits",
+            "Waits for an unreachable service (database, s3) during a job",
+            self.outage_waits.clone(),
+        );
+        r.register(
+            "configuration_errors",
+            "Jobs handed back because the worker is misconfigured (permissions, missing bucket, schema)",
+            self.configuration_errors.clone(),
+        );
+        r.register(
+            "reconciled",
+            "Repairs by the reconciler (resent, returned, stranded, abandoned)",
+            self.reconciled.clone(),
+        );
+        r.register(
+            "build",
+            "The running build",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                commit: crate::COMMIT.to_owned(),
+            }),
+        );
+        r
+    }
+
+    pub(crate) fn job(&self, outcome: &str, kind: &str) {
+        self.jobs
+            .get_or_create(&JobLabels {
+                outcome: outcome.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn stage(&self, stage: Stage, took: Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabels {
+                stage: stage.label().to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn visibility_extension(&self, ok: bool) {
+        self.visibility_extensions
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn transferred(&self, direction: &str, bytes: u64) {
+        self.bytes
+            .get_or_create(&DirectionLabels {
+                direction: direction.to_owned(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub(crate) fn outage_wait(&self, service: &str) {
+        self.outage_waits
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn reconciled(&self, action: &str) {
+        self.reconciled
+            .get_or_create(&ActionLabels {
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+}
