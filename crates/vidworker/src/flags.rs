@@ -356,6 +356,11 @@ pub struct WorkerArgs {
     /// every receive, up to 15 minutes.
     #[arg(long, env = "RETRY_BACKOFF", default_value_t = worker().retry_backoff.as_secs(), value_name = "SECONDS")]
     pub retry_backoff: u64,
+    /// Seconds a job's message waits after a configuration error
+    /// (permissions, a missing bucket or key, the database schema): the job
+    /// is handed back without counting the attempt.
+    #[arg(long, env = "CONFIGURATION_DELAY", default_value_t = worker().configuration_delay.as_secs(), value_name = "SECONDS")]
+    pub configuration_delay: u64,
     /// Key prefix of originals; a row pointing elsewhere is refused. Empty
     /// to allow any key.
     #[arg(long, env = "ORIGINALS_PREFIX", default_value_t = worker().originals_prefix)]
@@ -420,6 +425,7 @@ impl WorkerArgs {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             retry_backoff: Duration::from_secs(self.retry_backoff),
             outage_patience: Duration::from_secs(self.outage_patience),
+            configuration_delay: Duration::from_secs(self.configuration_delay),
             originals_prefix: self.originals_prefix.clone(),
             processed_prefix: self.processed_prefix.clone(),
             temp_dir: self.temp_dir.clone().unwrap_or(defaults.temp_dir),

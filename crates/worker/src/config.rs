@@ -46,6 +46,9 @@ pub struct WorkerSettings {
     pub processed_prefix: String,
     /// Where job directories go.
     pub temp_dir: PathBuf,
+    /// How long a message waits after a configuration error (permissions,
+    /// a missing bucket): an operator has to act first.
+    pub configuration_delay: Duration,
     /// How long a message for a video the database does not know yet is
     /// retried (the platform may send before its insert is visible) before
     /// it is dead-lettered.
@@ -81,6 +84,7 @@ impl Default for WorkerSettings {
             originals_prefix: "originals/".into(),
             processed_prefix: "processed/".into(),
             temp_dir: std::env::temp_dir(),
+            configuration_delay: Duration::from_secs(300),
             unknown_video_patience: Duration::from_secs(300),
             reconcile_interval: Duration::from_secs(60),
             stranded_after: Duration::from_secs(3600),

@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
@@ -125,17 +126,27 @@ impl Storage {
         &self.bucket
     }
 
-    fn service<E, R>(&self, action: &'static str, key: &str, err: SdkError<E, R>) -> StorageError
+    fn service<E>(&self, action: &'static str, key: &str, err: SdkError<E, HttpResponse>) -> StorageError
     where
         E: std::error::Error + ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug + 'static,
     {
+        // Answers to HEAD requests have no body, so no error code: S3's
+        // 403 there is an AccessDenied all the same.
+        let forbidden = err.raw_response().is_some_and(|r| r.status().as_u16() == 403);
+        let code = err
+            .code()
+            .map(str::to_owned)
+            .or_else(|| forbidden.then(|| "AccessDenied".to_owned()));
+        let message = match (err.code(), forbidden) {
+            (None, true) => "AccessDenied (403 Forbidden)".to_owned(),
+            _ => crate::aws::describe(&err),
+        };
         StorageError::Service {
             action,
             bucket: self.bucket.clone(),
             key: key.to_owned(),
-            code: err.code().map(str::to_owned),
-            message: crate::aws::describe(&err),
+            code,
+            message,
         }
     }
 

@@ -154,6 +154,36 @@ impl Stack {
         RunningWorker { shutdown, handle }
     }
 
+    /// An in-process worker that reaches S3 and SQS through `aws` (e.g. an
+    /// HTTP proxy) and PostgreSQL at `database_url` (e.g. a TCP proxy).
+    pub async fn spawn_worker_via(
+        &self,
+        settings: WorkerSettings,
+        aws: Option<&str>,
+        database_url: Option<&str>,
+    ) -> RunningWorker {
+        let clients = match aws {
+            Some(endpoint) => Clients::with_credentials("us-east-1", endpoint, "test", "test").await,
+            None => self.clients.clone(),
+        };
+        let db = match database_url {
+            Some(url) => Db::connect_lazy(url, 8).expect("pool"),
+            None => self.db.clone(),
+        };
+        let worker = Runner::new(
+            settings,
+            db,
+            Storage::new(clients.s3.clone(), BUCKET),
+            Queue::new(clients.sqs.clone(), &self.queue_url),
+        )
+        .start()
+        .await
+        .expect("worker starts");
+        let shutdown = Shutdown::new();
+        let handle = tokio::spawn(worker.run(shutdown.clone()));
+        RunningWorker { shutdown, handle }
+    }
+
     /// What the platform's API does for an upload: the original under
     /// `originals/`, a pending row, a job message.
     pub async fn submit(&self, name: &str) -> Uuid {

@@ -294,6 +294,7 @@ impl Job {
             message_age,
             unknown_patience: s.unknown_video_patience,
             retry_backoff: s.retry_backoff,
+            configuration_delay: s.configuration_delay,
             shutting_down: self.stop.token.is_cancelled(),
         }
     }

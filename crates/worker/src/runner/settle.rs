@@ -21,9 +21,6 @@ use crate::job::{FailureClass, JobError, Malformed};
 
 /// Longest delay before a message comes back.
 pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
-/// How long a message waits after a configuration error: an operator has
-/// to act, so there is no point in coming back sooner.
-pub(crate) const CONFIGURATION_DELAY: Duration = Duration::from_secs(5 * 60);
 /// Extra wait after another worker's lease would expire.
 const BUSY_MARGIN: Duration = Duration::from_secs(5);
 
@@ -67,6 +64,8 @@ pub(crate) struct Facts {
     pub unknown_patience: Duration,
     /// The first retry delay.
     pub retry_backoff: Duration,
+    /// How long a message waits after a configuration error.
+    pub configuration_delay: Duration,
     /// The job was stopped by the shutdown (intake stopped, grace over).
     pub shutting_down: bool,
 }
@@ -142,7 +141,7 @@ pub(crate) fn decide(outcome: &Outcome, facts: &Facts) -> Settlement {
         Outcome::Duplicate | Outcome::AlreadyFailed => keep(Delete),
         Outcome::Busy(remaining) => keep(Retry(*remaining + BUSY_MARGIN)),
         Outcome::ClaimFailed(_) if facts.shutting_down => keep(Retry(Duration::ZERO)),
-        Outcome::ClaimFailed(e) if e.class() == FailureClass::Configuration => keep(Retry(CONFIGURATION_DELAY)),
+        Outcome::ClaimFailed(e) if e.class() == FailureClass::Configuration => keep(Retry(facts.configuration_delay)),
         Outcome::ClaimFailed(_) => keep(Retry(backoff(facts.retry_backoff, facts.receive_count))),
         Outcome::DiedRepeatedly => {
             let attempts = facts.claim.as_ref().map_or(0, |c| c.counted_attempts) - 1;
@@ -201,7 +200,7 @@ fn decide_failure(e: &JobError, facts: &Facts) -> Settlement {
                 error_kind: Some(kind.to_owned()),
                 interrupted: true,
             },
-            message: MessageAction::Retry(CONFIGURATION_DELAY),
+            message: MessageAction::Retry(facts.configuration_delay),
         },
         _ if attempts >= facts.max_attempts => give_up(format!("gave up after {attempts} attempts: {reason}"), kind),
         _ => Settlement {
@@ -249,6 +248,7 @@ mod tests {
             message_age: Duration::from_secs(1),
             unknown_patience: Duration::from_secs(300),
             retry_backoff: Duration::from_secs(10),
+            configuration_delay: Duration::from_secs(300),
             shutting_down: false,
         }
     }
@@ -359,7 +359,7 @@ mod tests {
     fn a_configuration_error_is_handed_back_uncounted_and_waits_for_an_operator() {
         let s = decide(&Outcome::Failed(denied()), &on_attempt(3));
         assert!(matches!(s.row, RowAction::Release { interrupted: true, .. }), "{s:?}");
-        assert_eq!(s.message, MessageAction::Retry(CONFIGURATION_DELAY));
+        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(300)));
     }
 
     #[test]
