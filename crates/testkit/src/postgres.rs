@@ -180,6 +180,43 @@ impl Postgres {
         self.launch(false)
     }
 
+    /// Reconfigures the cluster and restarts it: writes `files` into the
+    /// data directory (owned by the server's user, mode 0600, as PostgreSQL
+    /// wants for a private key), appends `settings` to
+    /// `postgresql.auto.conf`, and replaces `pg_hba.conf` with `hba`. For
+    /// example TLS: `ssl=on` with a certificate and a `hostssl`-only
+    /// `pg_hba.conf`.
+    pub fn reconfigure(&mut self, settings: &[(&str, &str)], hba: &str, files: &[(&str, &[u8])]) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, chown};
+        let data = self.data_dir();
+        let owned = |path: &Path| match self.run_as {
+            Some(account) => chown(path, Some(account.uid), Some(account.gid)),
+            None => Ok(()),
+        };
+        for (name, content) in files {
+            let path = data.join(name);
+            let _ = fs::remove_file(&path);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(content)?;
+            owned(&path)?;
+        }
+        let mut conf = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.auto.conf"))?;
+        for (key, value) in settings {
+            writeln!(conf, "{key} = '{}'", value.replace('\'', "''"))?;
+        }
+        fs::write(data.join("pg_hba.conf"), hba)?;
+        owned(&data.join("pg_hba.conf"))?;
+        self.stop()?;
+        self.start_again()
+    }
+
     fn dir_path(&self) -> &Path {
         self.dir.as_ref().map_or(Path::new(""), TempDir::path)
     }

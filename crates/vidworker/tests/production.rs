@@ -128,3 +128,134 @@ async fn run_serves_metrics_health_and_readiness() {
     let log = worker.log_text();
     assert!(log.contains("\"commit\":") && log.contains("\"version\":"), "{log}");
 }
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated
+/// CA, made with openssl in `dir`.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for (name, subject) in [("ca", "/CN=vidworker test CA"), ("other", "/CN=someone else's CA")] {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec![
+            "req", "-x509", "-days", "2", "-subj", subject, "-keyout", &key, "-out", &pem,
+        ];
+        args.extend(ec);
+        openssl(&args);
+    }
+    let mut args = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    args.extend(ec);
+    openssl(&args);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgres_verifies_the_server_and_plaintext_is_refused() {
+    let mut stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("gray-720p.mp4").await;
+    for sql in [
+        "CREATE ROLE app LOGIN PASSWORD 'app-secret'",
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO app",
+    ] {
+        sqlx::query(sql).execute(stack.db.pool()).await.expect(sql);
+    }
+    let certs = tempfile::tempdir().expect("dir");
+    certificates(certs.path());
+    let read = |name: &str| std::fs::read(certs.path().join(name)).expect("read");
+    let (crt, key) = (read("server.crt"), read("server.key"));
+    // TLS on, and only over TLS: the superuser (the test's own helpers)
+    // without a password, the worker's role with one.
+    tokio::task::block_in_place(|| {
+        stack.pg.reconfigure(
+            &[
+                ("ssl", "on"),
+                ("ssl_cert_file", "server.crt"),
+                ("ssl_key_file", "server.key"),
+            ],
+            "hostssl all postgres 127.0.0.1/32 trust\nhostssl all app 127.0.0.1/32 scram-sha-256\n",
+            &[("server.crt", &crt), ("server.key", &key)],
+        )
+    })
+    .expect("TLS on");
+    let port = stack.pg.port();
+    let url = |ca: &str, mode: &str| {
+        format!(
+            "postgres://app@127.0.0.1:{port}/vidworker?sslmode={mode}&sslrootcert={}&application_name=vidworker-tls",
+            certs.path().join(ca).display()
+        )
+    };
+
+    // verify-full with the right CA, the password from PGPASSWORD.
+    let good = url("ca.pem", "verify-full");
+    let mut worker = stack.spawn_binary("tls", &[("DATABASE_URL", good.as_str()), ("PGPASSWORD", "app-secret")]);
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    assert_eq!(rows[0].status, "processed", "{}", worker.log_text());
+    let encrypted: Vec<bool> = sqlx::query_scalar(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'app'",
+    )
+    .fetch_all(stack.db.pool())
+    .await
+    .expect("pg_stat_ssl");
+    assert!(!encrypted.is_empty() && encrypted.iter().all(|e| *e), "{encrypted:?}");
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(LIMIT), Some(0));
+
+    // Someone else's CA: refused, in one line.
+    let wrong = url("other.pem", "verify-full");
+    let (code, _, err) = stack.command(
+        &["status"],
+        &[("DATABASE_URL", wrong.as_str()), ("PGPASSWORD", "app-secret")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("certificate") || err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains("app-secret"), "{err}");
+
+    // No TLS at all: the server refuses it.
+    let plain = url("ca.pem", "disable");
+    let (code, _, err) = stack.command(
+        &["status"],
+        &[("DATABASE_URL", plain.as_str()), ("PGPASSWORD", "app-secret")],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no encryption"), "{err}");
+}
