@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing (FFmpeg libraries, clang,
-# PostgreSQL, the moto venv), then the whole workspace's tests. The
+# PostgreSQL, the moto venv), checks formatting and lints (warnings are
+# errors), then the whole workspace's tests. The
 # integration tests start their own PostgreSQL clusters and moto servers.
 #
 #   scripts/test.sh [extra cargo test arguments]
@@ -9,5 +10,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 scripts/install-deps.sh
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
