@@ -9,6 +9,7 @@ use std::time::Duration;
 use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, RenditionSpec, Watermark};
 use worker::aws::Clients;
 use worker::config::{ConfigError, WorkerSettings};
+use worker::termination::TerminationSettings;
 
 /// Port 9464: the one commonly used by Prometheus exporters of
 /// OpenTelemetry-style services, free of the usual web ports. All
@@ -325,7 +326,41 @@ pub struct RunArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
     #[command(flatten)]
+    pub termination: TerminationArgs,
+    #[command(flatten)]
     pub rendition: RenditionArgs,
+}
+
+/// What to do when EC2 says the instance is going away.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "EC2 termination")]
+pub struct TerminationArgs {
+    /// The Auto Scaling group, to complete its termination lifecycle action
+    /// once drained.
+    #[arg(long, env = "AUTOSCALING_GROUP_NAME")]
+    pub autoscaling_group_name: Option<String>,
+    /// The group's termination lifecycle hook.
+    #[arg(long, env = "LIFECYCLE_HOOK_NAME")]
+    pub lifecycle_hook_name: Option<String>,
+    /// How long the hook holds a terminating instance (its heartbeat
+    /// timeout), in seconds: the drain must end before it.
+    #[arg(long, env = "LIFECYCLE_TIMEOUT", default_value_t = TerminationSettings::default().lifecycle_timeout.as_secs(), value_name = "SECONDS")]
+    pub lifecycle_timeout: u64,
+    /// Seconds between two looks at the instance metadata.
+    #[arg(long, env = "TERMINATION_POLL", default_value_t = TerminationSettings::default().poll.as_secs(), value_name = "SECONDS", hide = true)]
+    pub termination_poll: u64,
+}
+
+impl TerminationArgs {
+    /// The watcher's settings.
+    pub fn to_settings(&self) -> TerminationSettings {
+        TerminationSettings {
+            poll: Duration::from_secs(self.termination_poll.max(1)),
+            lifecycle_timeout: Duration::from_secs(self.lifecycle_timeout),
+            group: self.autoscaling_group_name.clone(),
+            hook: self.lifecycle_hook_name.clone(),
+        }
+    }
 }
 
 /// How the worker runs jobs.

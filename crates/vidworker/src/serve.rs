@@ -8,6 +8,7 @@ use worker::queue::Queue;
 use worker::runner::Runner;
 use worker::shutdown::Shutdown;
 use worker::storage::Storage;
+use worker::termination::{TerminationSettings, Watcher};
 
 use crate::flags::RunArgs;
 
@@ -34,8 +35,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .context("cannot start")?;
     let shutdown = Shutdown::new();
     shutdown.on_signals().context("installing signal handlers")?;
+    let watch = tokio::spawn(watch_termination(args.termination.to_settings(), shutdown.clone()));
     runner.run(shutdown).await;
+    // After a notice, tell the group the instance has drained (once); if
+    // none came (SIGTERM, or not on EC2), stop watching.
+    let watcher = if watch.is_finished() {
+        watch.await.ok().flatten()
+    } else {
+        watch.abort();
+        None
+    };
+    if let Some(watcher) = watcher
+        && let Err(e) = watcher.complete_lifecycle_action(&clients.autoscaling).await
+    {
+        tracing::warn!(error = %e, "the lifecycle hook ends at its timeout instead");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Watches for an EC2 termination notice (off EC2, says so and returns);
+/// on one, stops intake with the notice's deadline and returns the
+/// watcher, to complete the lifecycle action once drained.
+async fn watch_termination(settings: TerminationSettings, shutdown: Shutdown) -> Option<Watcher> {
+    let watcher = Watcher::detect(settings).await?;
+    let termination = watcher.next(shutdown.intake()).await?;
+    let left = termination
+        .deadline
+        .saturating_duration_since(std::time::Instant::now());
+    tracing::warn!(
+        event = "termination_notice",
+        notice = ?termination.notice,
+        instance = watcher.instance_id(),
+        seconds_left = left.as_secs(),
+        "the instance is going away: no new jobs; running ones finish if they can before it goes"
+    );
+    shutdown.stop_intake_before(termination.deadline);
+    Some(watcher)
 }
 
 /// GETs `/healthz` of the worker at `addr` (the loopback address when it

@@ -40,6 +40,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
+    /// Auto Scaling (to complete the termination lifecycle action).
+    pub autoscaling: aws_sdk_autoscaling::Client,
     /// The region in use.
     pub region: Option<String>,
 }
@@ -84,9 +86,17 @@ impl Clients {
         let s3 = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(endpoint.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some())
             .build();
+        // A service-specific endpoint wins over the global one (as
+        // AWS_ENDPOINT_URL_<SERVICE> does in the SDK's own configuration),
+        // so an emulator of S3 and SQS can sit beside another of Auto Scaling.
+        let mut autoscaling = aws_sdk_autoscaling::config::Builder::from(&sdk);
+        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_AUTO_SCALING") {
+            autoscaling = autoscaling.endpoint_url(url);
+        }
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(&sdk),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling.build()),
             region: sdk.region().map(|r| r.to_string()),
         }
     }

@@ -6,8 +6,9 @@
 //! One module per stage: [`config`] (validated settings), [`job`] (the
 //! message and how a job can fail), [`queue`] (SQS), [`storage`] (S3),
 //! [`db`] (PostgreSQL), [`runner`] (the loop and each job's life),
-//! [`shutdown`] (signals), [`telemetry`] (events and counters), and
-//! [`aws`] (the clients and their errors).
+//! [`shutdown`] (signals), [`termination`] (EC2 termination notices),
+//! [`telemetry`] (events, metrics, health), and [`aws`] (the clients and
+//! their errors).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,3 +44,4 @@ pub mod runner;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod termination;

@@ -1,6 +1,11 @@
 //! Shutdown on SIGTERM/SIGINT (scale-in, spot interruption, Ctrl-C): the
 //! first signal stops intake and lets running jobs finish within a grace
-//! period; a second one exits at once.
+//! period; a second one exits at once. A termination notice (see
+//! [`crate::termination`]) stops intake with a deadline: jobs get what is
+//! left before it, however long the grace period.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -9,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Shutdown {
     intake: CancellationToken,
     abort: CancellationToken,
+    /// When the machine goes away, if a notice said so.
+    deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Shutdown {
@@ -30,6 +37,20 @@ impl Shutdown {
     /// Stops intake; running jobs go on.
     pub fn stop_intake(&self) {
         self.intake.cancel();
+    }
+
+    /// Stops intake because the machine goes away at `deadline`: running
+    /// jobs may finish only if they can before it.
+    pub fn stop_intake_before(&self, deadline: Instant) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(d.map_or(deadline, |earlier| earlier.min(deadline)));
+        }
+        self.intake.cancel();
+    }
+
+    /// The deadline a termination notice set, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.lock().ok().and_then(|d| *d)
     }
 
     /// Stops intake and cancels running jobs.

@@ -448,6 +448,8 @@ impl Stack {
             // Tests run many workers at once; those that look at the
             // endpoints give their own port.
             ("METRICS_ADDR", "off".to_owned()),
+            // Not EC2: no instance metadata to ask.
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ]
         .into_iter()

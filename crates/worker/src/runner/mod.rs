@@ -370,10 +370,17 @@ impl Runner {
                 "waiting for running jobs"
             );
         }
-        if tokio::time::timeout(self.settings.shutdown_grace, tracker.wait())
-            .await
-            .is_ok()
-        {
+        // A termination notice leaves less: the hand-back must fit before
+        // the machine goes.
+        let grace = match shutdown.deadline() {
+            Some(deadline) => self.settings.shutdown_grace.min(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(HANDBACK_TIMEOUT),
+            ),
+            None => self.settings.shutdown_grace,
+        };
+        if tokio::time::timeout(grace, tracker.wait()).await.is_ok() {
             return;
         }
         tracing::warn!(

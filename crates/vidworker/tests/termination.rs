@@ -1,0 +1,189 @@
+//! EC2 termination notices, without AWS: an IMDSv2 stand-in (with the token
+//! exchange) and an Auto Scaling stand-in that records
+//! `CompleteLifecycleAction` (`tests/support/ec2_stub.py`), reached through
+//! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_AUTO_SCALING`.
+
+#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use uuid::Uuid;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The stand-in for the instance's metadata and the Auto Scaling API.
+struct Ec2Stub {
+    child: Child,
+    port: u16,
+}
+
+impl Ec2Stub {
+    fn start() -> Ec2Stub {
+        let port = testkit::free_port().expect("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ec2_stub.py");
+        let child = Command::new(venv_python())
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the stub starts");
+        let stub = Ec2Stub { child, port };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "the stub does not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stub
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn post(&self, path: &str, body: &str) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            s,
+            "POST {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read");
+        assert!(answer.contains(" 200 "), "{answer}");
+    }
+
+    /// The recorded Auto Scaling calls.
+    fn calls(&self) -> Vec<serde_json::Value> {
+        let (status, body) = http_get(self.port, "/__stub/calls");
+        assert_eq!(status, 200);
+        body.lines().map(|l| serde_json::from_str(l).expect("json")).collect()
+    }
+
+    /// The environment that points the worker at this stub.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_EC2_METADATA_DISABLED", "false".to_owned()),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", self.endpoint()),
+            ("AWS_ENDPOINT_URL_AUTO_SCALING", self.endpoint()),
+            ("AUTOSCALING_GROUP_NAME", "vidworker-workers".to_owned()),
+            ("LIFECYCLE_HOOK_NAME", "vidworker-drain".to_owned()),
+            ("TERMINATION_POLL", "1".to_owned()),
+        ]
+    }
+}
+
+impl Drop for Ec2Stub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_status(stack: &Stack, id: Uuid, status: &str) {
+    stack
+        .wait_for(LIMIT, &format!("the video {status}"), || async {
+            (stack.row(id).await.status == status).then_some(())
+        })
+        .await;
+}
+
+/// Waits for the notice in the worker's log; returns how long it took.
+fn wait_notice(worker: &BinaryWorker, since: Instant) -> Duration {
+    while worker.events("termination_notice") == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "no notice logged:\n{}",
+            worker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    since.elapsed()
+}
+
+fn assert_one_completion(stub: &Ec2Stub) {
+    let calls = stub.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(call["AutoScalingGroupName"], "vidworker-workers");
+    assert_eq!(call["LifecycleHookName"], "vidworker-drain");
+    assert_eq!(call["InstanceId"], "i-0123456789abcdef0");
+    assert_eq!(call["LifecycleActionResult"], "CONTINUE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_in_drains_the_running_job_completes_the_lifecycle_action_and_exits() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let stub = Ec2Stub::start();
+    let id = stack.submit("long-40s.mp4").await;
+    let env = stub.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut worker = stack.spawn_binary("scale-in", &env);
+    wait_status(&stack, id, "processing").await;
+
+    stub.post("/__stub/lifecycle", "Terminated");
+    let took = tokio::task::block_in_place(|| wait_notice(&worker, Instant::now()));
+    assert!(took < Duration::from_secs(10), "noticed after {took:?}");
+    // No new job is taken after the notice.
+    let later = stack.submit("gray-720p.mp4").await;
+    let code = tokio::task::block_in_place(|| worker.wait(LIMIT));
+    assert_eq!(code, Some(0), "exits 0 with no signal:\n{}", worker.log_text());
+    assert_eq!(
+        stack.row(id).await.status,
+        "processed",
+        "the running job finished in time"
+    );
+    assert_eq!(
+        stack.row(later).await.status,
+        "pending",
+        "no job taken after the notice"
+    );
+    let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
+    assert_eq!(
+        (visible, in_flight),
+        (1, 0),
+        "its message is waiting for another worker"
+    );
+    assert_one_completion(&stub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let stub = Ec2Stub::start();
+    let id = stack.submit("long-40s.mp4").await;
+    let env = stub.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut worker = stack.spawn_binary("spot", &env);
+    wait_status(&stack, id, "processing").await;
+
+    // Reclaimed in 5 s: too soon to finish, so the job is handed back.
+    let at = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + Duration::from_secs(5));
+    stub.post(
+        "/__stub/spot",
+        &format!(
+            r#"{{"action": "terminate", "time": "{}"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+    );
+    let took = tokio::task::block_in_place(|| wait_notice(&worker, Instant::now()));
+    assert!(took < Duration::from_secs(10), "noticed after {took:?}");
+    let code = tokio::task::block_in_place(|| worker.wait(Duration::from_secs(30)));
+    assert_eq!(code, Some(0), "exits 0 with no signal:\n{}", worker.log_text());
+    let row = stack.row(id).await;
+    assert_eq!(
+        (row.status.as_str(), row.interruptions),
+        ("pending", 1),
+        "handed back: {row:?}"
+    );
+    let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
+    assert_eq!((visible, in_flight), (1, 0), "visible again at once");
+    assert_one_completion(&stub);
+}
