@@ -17,13 +17,16 @@ VENV="$ROOT/.venv"
 MOTO_VERSION=5.2.5
 FLASK_VERSION=3.1.3
 FLASK_CORS_VERSION=6.0.5
-# The reference OpenMetrics parser, to check what /metrics serves.
+# The reference OpenMetrics parser, to check what /metrics serves, and
+# cfn-lint for deploy/cloudformation.yaml.
 PROMETHEUS_CLIENT_VERSION=0.21.1
+CFN_LINT_VERSION=1.58.0
 PIP_REQUIREMENTS=(
     "moto[s3,sqs]==$MOTO_VERSION"
     "flask==$FLASK_VERSION"
     "flask-cors==$FLASK_CORS_VERSION"
     "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+    "cfn-lint==$CFN_LINT_VERSION"
 )
 
 APT_PACKAGES=(
@@ -33,6 +36,9 @@ APT_PACKAGES=(
     postgresql-15
     ffmpeg
     python3-venv
+    openssl
+    shellcheck
+    systemd
 )
 
 step() { printf '==> %s\n' "$*"; }
@@ -79,12 +85,12 @@ else
     PYTHON="$(command -v python3)"
 fi
 
-want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION"
+want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION"
 have=""
 if [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/python" ]]; then
     have="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
 from importlib.metadata import version
-print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')}")
+print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')}")
 EOF
 )"
 fi

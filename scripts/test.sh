@@ -16,3 +16,5 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
+echo "==> deploy/check.py (the AWS template and unit against the code)"
+.venv/bin/python deploy/check.py --allow-planned

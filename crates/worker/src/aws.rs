@@ -89,14 +89,14 @@ impl Clients {
         // A service-specific endpoint wins over the global one (as
         // AWS_ENDPOINT_URL_<SERVICE> does in the SDK's own configuration),
         // so an emulator of S3 and SQS can sit beside another of Auto Scaling.
-        let mut autoscaling = aws_sdk_autoscaling::config::Builder::from(&sdk);
+        let mut autoscaling_config = aws_sdk_autoscaling::config::Builder::from(&sdk);
         if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_AUTO_SCALING") {
-            autoscaling = autoscaling.endpoint_url(url);
+            autoscaling_config = autoscaling_config.endpoint_url(url);
         }
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(&sdk),
-            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling.build()),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling_config.build()),
             region: sdk.region().map(|r| r.to_string()),
         }
     }
