@@ -190,6 +190,9 @@ pub struct RenditionSpec {
     pub keyframe_interval: Duration,
     /// Threads for decoding and encoding each; 0 lets FFmpeg choose.
     pub threads: u32,
+    /// Also write a poster: a JPEG of one frame of the rendition (see
+    /// [`process`](crate::process)).
+    pub poster: bool,
     /// Resource limits for the input.
     pub limits: Limits,
 }
@@ -210,6 +213,7 @@ impl Default for RenditionSpec {
             max_fps: 30,
             keyframe_interval: Duration::from_secs(2),
             threads: 0,
+            poster: true,
             limits: Limits::default(),
         }
     }

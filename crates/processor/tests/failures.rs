@@ -222,7 +222,7 @@ fn an_existing_rendition_is_replaced_whole() {
     )
     .expect("processes");
     assert_eq!(decode(&out).frames.len(), 60);
-    assert_eq!(files_in(dir.path()), vec!["out.mp4".to_owned()]);
+    assert_eq!(files_in(dir.path()), vec!["out.jpg".to_owned(), "out.mp4".to_owned()]);
 }
 
 #[test]

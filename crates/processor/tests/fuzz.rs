@@ -281,6 +281,7 @@ fn mutated_media_is_handled_safely() {
         }
         *kinds.entry(result).or_default() += 1;
         let _ = fs::remove_file(&out);
+        let _ = fs::remove_file(out.with_extension("jpg"));
         if let Some(problem) = problem {
             fs::create_dir_all(&findings).expect("findings dir");
             let saved = findings.join(format!("seed{seed}-run{runs}.bin"));

@@ -348,3 +348,43 @@ fn hdr_pq_video_is_tone_mapped_to_sdr() {
     let [r, g, b] = picture_at(&out, 0.5).rgb(640, 360);
     assert!(r > 145 && r.abs_diff(g) < 6 && g.abs_diff(b) < 6, "got {:?}", [r, g, b]);
 }
+
+#[test]
+fn the_poster_is_a_720p_jpeg_of_the_rendition_past_a_black_opening() {
+    let (_dir, out, report) = render(&fixture("fade-in.mp4"), &fast());
+    let path = report.poster.clone().expect("a poster");
+    assert_eq!(path, out.with_extension("jpg"));
+    assert!(
+        std::fs::read(&path).expect("read").starts_with(&[0xFF, 0xD8, 0xFF]),
+        "a JPEG"
+    );
+    let p = picture_at(&path, 0.0);
+    assert_eq!(p.size(), (1280, 720));
+    // The clip is black for 1.5 s, then fades in: the poster is neither.
+    assert!(p.mean_luma() > 60.0, "mean luma {}", p.mean_luma());
+    // Watermarked like the video.
+    assert_close(
+        p.rgb(WM_POINT.0, WM_POINT.1),
+        LOGO_ORANGE,
+        60,
+        "watermark on the poster",
+    );
+
+    let spec = RenditionSpec {
+        poster: false,
+        ..fast()
+    };
+    let (dir, _, report) = render(&fixture("gray-720p.mp4"), &spec);
+    assert!(report.poster.is_none());
+    assert_eq!(files_in(dir.path()), vec!["out.mp4".to_owned()]);
+}
+
+#[test]
+fn the_poster_of_a_portrait_clip_is_upright_and_pillarboxed() {
+    let (_dir, _, report) = render(&fixture("portrait-rotated.mp4"), &fast());
+    let p = picture_at(&report.poster.expect("a poster"), 0.0);
+    assert_close(p.rgb(640, 150), [255, 0, 0], 24, "top of the picture is red");
+    assert_close(p.rgb(640, 570), [0, 0, 255], 24, "bottom of the picture is blue");
+    assert_close(p.rgb(200, 360), BLACK, 8, "left bar");
+    assert_close(p.rgb(1000, 360), BLACK, 8, "right bar");
+}

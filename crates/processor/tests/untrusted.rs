@@ -216,3 +216,20 @@ fn the_watch_sees_opens_so_these_tests_can_fail() {
     assert_eq!(s.watch.opened(), vec!["canary.txt".to_owned()]);
     assert!(Path::new(&s.path("secret.mp4")).exists());
 }
+
+#[test]
+fn a_good_upload_opens_nothing_but_itself_while_rendition_and_poster_are_made() {
+    let s = Scene::new();
+    let input = s.path("clip.mp4");
+    fs::copy(common::fixture("portrait-rotated.mp4"), &input).expect("copy");
+    let _ = s.watch.opened();
+    let out = s.out.path().join("clip.mp4");
+    let report =
+        processor::process(&input, &out, &RenditionSpec::default(), |_| {}, &CancelFlag::new()).expect("processes");
+    assert_eq!(
+        s.watch.opened(),
+        vec!["clip.mp4".to_owned()],
+        "one open of the input, no second decode"
+    );
+    assert!(report.poster.expect("a poster").is_file());
+}

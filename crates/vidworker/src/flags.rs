@@ -139,6 +139,14 @@ pub struct RenditionArgs {
     /// Keep the audio, re-encoded as AAC stereo 128 kb/s.
     #[arg(long, env = "RENDITION_KEEP_AUDIO")]
     pub keep_audio: bool,
+    /// Write a poster beside the rendition: a 1280x720 JPEG of one of its
+    /// frames (past any black opening or fade) [default; RENDITION_POSTER=false
+    /// turns it off].
+    #[arg(long, env = "RENDITION_POSTER", default_value_t = spec().poster, action = clap::ArgAction::SetTrue, overrides_with = "no_poster")]
+    pub poster: bool,
+    /// No poster.
+    #[arg(long, overrides_with = "poster")]
+    pub no_poster: bool,
     /// libx264 preset, `ultrafast` to `veryslow`.
     #[arg(long, env = "RENDITION_PRESET", default_value_t = spec().preset)]
     pub preset: String,
@@ -265,6 +273,7 @@ impl RenditionArgs {
             intro: card("intro", &self.intro, self.intro_duration)?,
             outro: card("outro", &self.outro, self.outro_duration)?,
             keep_audio: self.keep_audio,
+            poster: self.poster && !self.no_poster,
             preset: self.preset.clone(),
             crf: self.crf,
             max_fps: self.max_fps,

@@ -137,7 +137,7 @@ fn process(input: &Path, output: &Path, spec: &RenditionSpec, cancel: &CancelFla
 /// The one-line summary printed after a successful `process`.
 fn summary(report: &Report) -> String {
     format!(
-        "{}: {:.2} s, {}x{} @ {} fps, {}{}, {:.1}x real time ({:.1} s)",
+        "{}: {:.2} s, {}x{} @ {} fps, {}{}{}, {:.1}x real time ({:.1} s)",
         report.output.display(),
         report.duration.as_secs_f64(),
         report.width,
@@ -145,6 +145,10 @@ fn summary(report: &Report) -> String {
         report.frame_rate,
         human_bytes(report.bytes),
         if report.has_audio { ", with audio" } else { "" },
+        report
+            .poster
+            .as_ref()
+            .map_or_else(String::new, |p| format!(", poster {}", p.display())),
         report.speed,
         report.elapsed.as_secs_f64(),
     )

@@ -8,6 +8,7 @@
 
 mod assets;
 mod mux;
+mod poster;
 mod rate;
 mod source;
 mod timeline;
@@ -20,6 +21,7 @@ use ffmpeg_next::{Packet, Rational, frame};
 
 use self::assets::{Assets, CardAsset};
 use self::mux::Muxer;
+use self::poster::PosterPicker;
 use self::source::MainSource;
 use self::timeline::{Admit, Timeline};
 use crate::control::{Budget, CancelFlag, Progress};
@@ -62,6 +64,8 @@ pub struct Report {
     /// Bytes of the input actually read: reading stops at the cap, so most
     /// of a long upload is never read.
     pub input_bytes_read: u64,
+    /// Where the poster was written, if the spec asked for one.
+    pub poster: Option<PathBuf>,
 }
 
 /// Turns `input` into a rendition at `output` as `spec` describes.
@@ -71,10 +75,18 @@ pub struct Report {
 /// upload costs no more than a short one), fitted, watermarked, framed by
 /// the cards and encoded with libx264 into an MP4 whose index comes first.
 ///
-/// The rendition is written to a temporary file beside `output` and renamed
-/// over it only on success: after an error nothing is left behind.
-/// `progress` is called after every output frame; `cancel` is checked
-/// between frames and inside every read.
+/// With [`RenditionSpec::poster`], a poster is written beside it, as
+/// `output` with the extension `.jpg`: a JPEG of one frame of the rendition
+/// itself (letterboxed, upright and watermarked like the video), the first
+/// frame of the main video from a tenth of its length on (at least 1 s, at
+/// most 5 s in) that is neither dark nor flat, so a fade-in or a black
+/// opening is never the poster. It is taken from the frames the encoder
+/// gets, in the same pass.
+///
+/// The rendition (and poster) are written to temporary files beside
+/// `output` and renamed into place only on success: after an error nothing
+/// is left behind. `progress` is called after every output frame; `cancel`
+/// is checked between frames and inside every read.
 pub fn process(
     input: &Path,
     output: &Path,
@@ -103,8 +115,14 @@ pub fn process(
         .tempfile_in(parent_dir(output))
         .map_err(out_err)?;
     let mut mux = Muxer::create(partial.path(), output, spec, rate, plan.audio_end.is_some())?;
+    let expected = expected_duration(&main.facts.info, spec);
+    let intro = spec.intro.as_ref().map_or(Duration::ZERO, |c| c.duration);
+    let outro = spec.outro.as_ref().map_or(Duration::ZERO, |c| c.duration);
+    let poster = spec
+        .poster
+        .then(|| PosterPicker::new(intro, expected.saturating_sub(intro + outro)));
 
-    let decode_errors = Pipeline {
+    let finished = Pipeline {
         budget: &budget,
         input: input.to_owned(),
         assets,
@@ -112,10 +130,11 @@ pub fn process(
         graph: None,
         mux: &mut mux,
         progress: &mut progress,
-        expected: expected_duration(&main.facts.info, spec),
+        expected,
         threads: spec.threads,
         video_out_done: false,
         audio_out_done: false,
+        poster,
     }
     .run(&mut main)?;
     mux.finish()?;
@@ -123,7 +142,16 @@ pub fn process(
     drop(mux);
 
     let bytes = std::fs::metadata(partial.path()).map_err(out_err)?.len();
-    partial.persist(output).map_err(|e| out_err(e.error))?;
+    let poster = match &finished.poster {
+        Some(picture) => Some(write_poster(picture, output)?),
+        None => None,
+    };
+    if let Err(e) = partial.persist(output) {
+        if let Some(p) = &poster {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(out_err(e.error));
+    }
     let duration = Duration::from_secs_f64(frames as f64 / rate.as_f64());
     let elapsed = started.elapsed();
     Ok(Report {
@@ -138,9 +166,36 @@ pub fn process(
         bytes,
         elapsed,
         speed: duration.as_secs_f64() / elapsed.as_secs_f64().max(1e-6),
-        decode_errors,
+        decode_errors: finished.decode_errors,
         input_bytes_read: main.input.bytes_read(),
+        poster,
     })
+}
+
+/// Writes the poster beside `output` (its `.jpg` sibling), through a
+/// temporary file so a failure leaves nothing behind.
+fn write_poster(picture: &frame::Video, output: &Path) -> Result<PathBuf> {
+    let path = output.with_extension("jpg");
+    let err = |source: io::Error| Error::OutputIo {
+        path: path.clone(),
+        source,
+    };
+    let partial = tempfile::Builder::new()
+        .prefix(".vidworker-")
+        .suffix(".jpg.part")
+        .tempfile_in(parent_dir(output))
+        .map_err(err)?;
+    poster::write_jpeg(picture, partial.path())?;
+    partial.persist(&path).map_err(|e| err(e.error))?;
+    Ok(path)
+}
+
+/// What a finished pipeline hands back.
+struct Finished {
+    /// Input packets the decoders rejected.
+    decode_errors: u64,
+    /// The poster's picture, if one was asked for.
+    poster: Option<frame::Video>,
 }
 
 /// The directory a file is in (`.` for a bare name).
@@ -174,11 +229,13 @@ struct Pipeline<'a, P: FnMut(Progress)> {
     video_out_done: bool,
     /// The graph's audio sink reached its end.
     audio_out_done: bool,
+    /// Chooses the poster among the output frames, if one is wanted.
+    poster: Option<PosterPicker>,
 }
 
 impl<P: FnMut(Progress)> Pipeline<'_, P> {
-    /// The whole transcode. Returns the number of damaged packets skipped.
-    fn run(mut self, main: &mut MainSource) -> Result<u64> {
+    /// The whole transcode.
+    fn run(mut self, main: &mut MainSource) -> Result<Finished> {
         let read_error = self.read_to_cap(main)?;
         self.flush_decoders(main)?;
         check_decoded(main, read_error.as_ref())?;
@@ -192,7 +249,10 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
                 ffmpeg_next::Error::Bug,
             ));
         }
-        Ok(main.decode_errors)
+        Ok(Finished {
+            decode_errors: main.decode_errors,
+            poster: self.poster.and_then(PosterPicker::into_picture),
+        })
     }
 
     /// Reads and decodes the main input until the video passes the cap (and
@@ -492,6 +552,9 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
             if !self.video_out_done {
                 match graph.pull(pad::OUT_V, &mut vf) {
                     Ok(true) => {
+                        if let Some(picker) = self.poster.as_mut().filter(|p| !p.done()) {
+                            picker.offer(&vf, self.mux.frames as f64 / self.plan.rate.as_f64());
+                        }
                         self.mux.write_video(&mut vf)?;
                         let frames = self.mux.frames;
                         let position = Duration::from_secs_f64(frames as f64 / self.plan.rate.as_f64());

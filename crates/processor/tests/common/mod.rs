@@ -163,17 +163,24 @@ pub fn decode(path: &Path) -> Decoded {
 pub struct Picture(frame::Video);
 
 impl Picture {
-    /// The colour at (x, y), converted from BT.709 limited-range YUV 4:2:0.
+    /// The colour at (x, y), converted from BT.709 YUV 4:2:0, limited
+    /// range (video) or full range (yuvj420p: a JPEG).
     pub fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
         let f = &self.0;
-        assert_eq!(f.format(), format::Pixel::YUV420P);
+        let full = match f.format() {
+            format::Pixel::YUV420P => false,
+            format::Pixel::YUVJ420P => true,
+            other => panic!("unexpected pixel format {other:?}"),
+        };
         let (x, y) = (x as usize, y as usize);
         let yv = f.data(0)[y * f.stride(0) + x] as f64;
         let u = f.data(1)[(y / 2) * f.stride(1) + x / 2] as f64;
         let v = f.data(2)[(y / 2) * f.stride(2) + x / 2] as f64;
-        let yn = (yv - 16.0) / 219.0;
-        let cb = (u - 128.0) / 224.0;
-        let cr = (v - 128.0) / 224.0;
+        let (yn, cb, cr) = if full {
+            (yv / 255.0, (u - 128.0) / 255.0, (v - 128.0) / 255.0)
+        } else {
+            ((yv - 16.0) / 219.0, (u - 128.0) / 224.0, (v - 128.0) / 224.0)
+        };
         let to = |c: f64| (c * 255.0).round().clamp(0.0, 255.0) as u8;
         [
             to(yn + 1.5748 * cr),
@@ -185,6 +192,23 @@ impl Picture {
     /// The luma value at (x, y).
     pub fn luma(&self, x: u32, y: u32) -> u8 {
         self.0.data(0)[y as usize * self.0.stride(0) + x as usize]
+    }
+
+    /// Width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.0.width(), self.0.height())
+    }
+
+    /// The mean luma over the whole picture, in the picture's own range.
+    pub fn mean_luma(&self) -> f64 {
+        let (w, h) = self.size();
+        let mut sum = 0u64;
+        for y in 0..h {
+            for x in 0..w {
+                sum += u64::from(self.luma(x, y));
+            }
+        }
+        sum as f64 / f64::from(w * h)
     }
 }
 
