@@ -216,7 +216,7 @@ mod tests {
         let mut f = flat(128);
         let stride = f.stride(0);
         for (i, v) in f.data_mut(0).iter_mut().enumerate() {
-            *v = if (i % stride) / 8 % 2 == 0 { 60 } else { 200 };
+            *v = if ((i % stride) / 8).is_multiple_of(2) { 60 } else { 200 };
         }
         f
     }
