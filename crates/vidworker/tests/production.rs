@@ -116,8 +116,14 @@ async fn run_serves_metrics_health_and_readiness() {
         })
         .await;
     worker.signal(libc::SIGTERM);
-    let (status, body) = http_get(port, "/readyz");
-    assert_eq!(status, 503, "{body}");
+    // The signal is handled asynchronously: give the worker a moment to
+    // notice it, well inside the slow job's 40 s.
+    let body = stack
+        .wait_for(Duration::from_secs(10), "readyz to report draining", || async {
+            let (status, body) = http_get(port, "/readyz");
+            (status == 503).then_some(body)
+        })
+        .await;
     assert!(body.contains("draining"), "{body}");
     assert_eq!(http_get(port, "/healthz").0, 200);
     let (_, text) = http_get(port, "/metrics");
