@@ -136,8 +136,8 @@ async fn submit(
 /// The rows as a table, newest first.
 fn table(rows: &[VideoRow]) -> String {
     let mut out = format!(
-        "{:<36}  {:<10}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
-        "id", "status", "try", "length", "original", "rendition", "updated (UTC)", "error"
+        "{:<36}  {:<10}  {:<16}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
+        "id", "status", "phase", "try", "length", "original", "rendition", "updated (UTC)", "error"
     );
     for r in rows {
         let length = r
@@ -147,9 +147,10 @@ fn table(rows: &[VideoRow]) -> String {
         let error = r.error.as_deref().unwrap_or("").replace('\n', " ");
         let error: String = error.chars().take(80).collect();
         out.push_str(&format!(
-            "{:<36}  {:<10}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
+            "{:<36}  {:<10}  {:<16}  {:>3}  {:>8}  {:>9}  {:>9}  {:<19}  {}\n",
             r.id,
             r.status,
+            phase(r),
             r.attempts,
             length,
             bytes(r.original_bytes),
@@ -161,6 +162,15 @@ fn table(rows: &[VideoRow]) -> String {
     out
 }
 
+/// `transcoding 42 %`, or just the phase when the percentage says
+/// nothing (`queued`, `done`, `failed`).
+fn phase(r: &VideoRow) -> String {
+    match r.phase.as_str() {
+        "queued" | "done" | "failed" => r.phase.clone(),
+        p => format!("{p} {} %", r.progress_percent),
+    }
+}
+
 /// One row in full.
 fn details(r: &VideoRow) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
@@ -169,7 +179,9 @@ fn details(r: &VideoRow) -> String {
         ("id", r.id.to_string()),
         ("status", r.status.clone()),
         ("original", r.original_key.clone()),
+        ("phase", phase(r)),
         ("rendition", opt(r.processed_key.clone())),
+        ("poster", opt(r.poster_key.clone())),
         (
             "attempts",
             format!("{} ({} handed back on purpose)", r.attempts, r.interruptions),
@@ -187,6 +199,7 @@ fn details(r: &VideoRow) -> String {
         ("updated", r.updated_at.to_rfc3339()),
         ("started", time(r.processing_started_at)),
         ("processed", time(r.processed_at)),
+        ("event id", opt(r.event_id.map(|id| id.to_string()))),
         ("claimed by", opt(r.claimed_by.clone())),
         ("lease until", time(r.lease_expires_at)),
         (

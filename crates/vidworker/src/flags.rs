@@ -9,6 +9,7 @@ use std::time::Duration;
 use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, RenditionSpec, Watermark};
 use worker::aws::Clients;
 use worker::config::{ConfigError, WorkerSettings};
+use worker::events::Publisher;
 use worker::termination::TerminationSettings;
 
 /// Port 9464: the one commonly used by Prometheus exporters of
@@ -376,9 +377,13 @@ impl TerminationArgs {
 #[derive(Clone, Debug, clap::Args)]
 #[command(next_help_heading = "Worker")]
 pub struct WorkerArgs {
-    /// Jobs run at once [default: one per 4 cores, at least 1].
+    /// Jobs transcoding at once [default: one per 4 cores, at least 1].
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Jobs taken beyond those transcoding: they download while the others
+    /// transcode and upload while the next one does (0 for none).
+    #[arg(long, env = "WORKER_PREFETCH", default_value_t = worker().prefetch)]
+    pub prefetch: usize,
     /// Seconds a received message stays invisible; extended every third of
     /// it while its job runs.
     #[arg(long, env = "VISIBILITY_TIMEOUT", default_value_t = worker().visibility_timeout.as_secs(), value_name = "SECONDS")]
@@ -435,8 +440,39 @@ pub struct WorkerArgs {
     /// Where /metrics, /healthz and /readyz are served (`off` for nowhere).
     #[arg(long, env = "METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR, value_parser = parse_metrics_addr, value_name = "ADDR:PORT|off")]
     pub metrics_addr: MetricsAddr,
+    /// At most one progress write per job this often, in seconds.
+    #[arg(long, env = "PROGRESS_INTERVAL", default_value_t = worker().progress_interval.as_secs(), value_name = "SECONDS")]
+    pub progress_interval: u64,
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
+    #[command(flatten)]
+    pub events: EventsArgs,
+}
+
+/// Where completion events go.
+#[derive(Clone, Debug, clap::Args)]
+#[command(next_help_heading = "Completion events")]
+pub struct EventsArgs {
+    /// An SNS topic that gets a `video.processed` or `video.failed` event
+    /// for every final outcome.
+    #[arg(long, env = "EVENTS_TOPIC_ARN", value_name = "ARN")]
+    pub events_topic_arn: Option<String>,
+    /// An SQS queue that gets the same events (with or instead of the
+    /// topic).
+    #[arg(long, env = "EVENTS_QUEUE_URL", value_name = "URL")]
+    pub events_queue_url: Option<String>,
+}
+
+impl EventsArgs {
+    /// The publisher of these destinations (one that publishes nowhere if
+    /// neither is set).
+    pub fn publisher(&self, clients: &Clients) -> Publisher {
+        Publisher::new(
+            clients,
+            self.events_topic_arn.as_deref().filter(|s| !s.is_empty()),
+            self.events_queue_url.as_deref().filter(|s| !s.is_empty()),
+        )
+    }
 }
 
 /// How stranded and abandoned videos are repaired.
@@ -463,6 +499,7 @@ impl WorkerArgs {
         WorkerSettings {
             worker_id: self.worker_id.clone().unwrap_or(defaults.worker_id),
             concurrency: self.concurrency.unwrap_or(defaults.concurrency),
+            prefetch: self.prefetch,
             visibility_timeout: Duration::from_secs(self.visibility_timeout),
             max_attempts: self.max_attempts,
             receive_wait: Duration::from_secs(self.receive_wait),
@@ -479,6 +516,7 @@ impl WorkerArgs {
             max_resends: self.reconcile.max_resends,
             allow_empty_database: self.allow_empty_database,
             metrics_addr: self.metrics_addr.0,
+            progress_interval: Duration::from_secs(self.progress_interval),
             spec,
         }
         .validated()

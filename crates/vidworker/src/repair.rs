@@ -25,12 +25,14 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
     let clients = aws.clients().await;
     let mut queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
     queue.inspect().await?;
+    let publisher = worker.map(|w| w.events.publisher(&clients)).unwrap_or_default();
     Ok(Reconciler::new(
         Db::connect_lazy(&db.database_url, 2)?,
         queue,
         settings.reconcile_settings(),
         Arc::new(Stats::default()),
-    ))
+    )
+    .with_publisher(publisher))
 }
 
 /// `vidworker reconcile`: one pass, unless another reconciler is running.

@@ -30,6 +30,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Storage::new(clients.s3.clone(), &args.aws.bucket),
         Queue::new(clients.sqs.clone(), &args.aws.queue_url),
     )
+    .with_publisher(args.worker.events.publisher(&clients))
     .start()
     .await
     .context("cannot start")?;

@@ -116,13 +116,14 @@ async fn a_stale_worker_cannot_overwrite_the_recorded_rendition() {
     let rows = stack.wait_settled(&[id], LIMIT).await;
     fresh.stop().await;
     let recorded = rows[0].processed_key.clone().expect("recorded");
+    let poster = rows[0].poster_key.clone().expect("recorded poster");
     // Then the stale upload lands and the stale worker wakes up.
     proxy.release(rule).expect("release");
     stale.signal(libc::SIGCONT);
     stack
         .wait_for(LIMIT, "the stale worker to clean up its own upload", || async {
             let keys = stack.storage.list(&format!("processed/{id}/")).await.expect("list");
-            (keys == vec![recorded.clone()]).then_some(())
+            (keys == vec![poster.clone(), recorded.clone()]).then_some(())
         })
         .await;
     stale.signal(libc::SIGTERM);

@@ -32,10 +32,14 @@ async fn an_upload_becomes_a_processed_rendition_in_s3() {
         key.starts_with(&format!("processed/{id}/")) && key.ends_with(".mp4"),
         "{key}"
     );
+    // Its poster sits beside it, recorded in the same write.
+    let poster = row.poster_key.clone().expect("recorded poster");
+    assert_eq!(poster, key.replace(".mp4", ".jpg"));
     assert_eq!(
         stack.storage.list(&format!("processed/{id}/")).await.expect("list"),
-        vec![key.clone()]
+        vec![poster.clone(), key.clone()]
     );
+    assert_eq!((row.phase.as_str(), row.progress_percent), ("done", 100));
     assert!(row.processed_at.is_some() && row.processing_started_at.is_some());
     assert_eq!((row.source_width, row.source_height), (Some(1920), Some(1080)));
     assert_eq!(row.source_duration_seconds, Some(4.0));
@@ -60,6 +64,11 @@ async fn an_upload_becomes_a_processed_rendition_in_s3() {
     assert!(!info.has_audio);
     assert_eq!(info.duration, Some(Duration::from_secs(4)));
     assert_eq!(row.processed_bytes, Some(info.size_bytes as i64));
+    assert_eq!(
+        stack.storage.content_type(&poster).await.expect("head").as_deref(),
+        Some("image/jpeg")
+    );
+    assert_eq!(stack.fetch_jpeg_size(&poster).await, (1280, 720));
 
     // The message is gone, nothing went to the dead-letter queue, and the
     // job's working directory was removed.
@@ -169,7 +178,10 @@ async fn several_jobs_run_at_once_up_to_the_concurrency() {
     ] {
         ids.push(stack.submit(name).await);
     }
-    let worker = stack.spawn_worker(stack.settings(2)).await;
+    // Two transcoding at once, and none taken ahead (see the next test).
+    let mut settings = stack.settings(2);
+    settings.prefetch = 0;
+    let worker = stack.spawn_worker(settings).await;
     let rows = stack.wait_settled(&ids, LIMIT).await;
     worker.stop().await;
 
@@ -226,4 +238,73 @@ async fn the_binary_refuses_to_start_and_names_what_is_unreachable() {
     let (code, log) = run(&[("DATABASE_URL", &bad_db)]);
     assert_eq!(code, Some(1));
     assert!(log.contains("database"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_job_downloads_while_one_transcodes_and_waits_for_its_slot() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    // Two slow jobs: whichever starts first, the other waits for seconds.
+    let ids = [stack.submit("long-40s.mp4").await, stack.submit("long-40s.mp4").await];
+    let mut settings = stack.settings(1);
+    settings.prefetch = 1;
+    settings.progress_interval = Duration::from_secs(1);
+    let worker = stack.spawn_worker(settings).await;
+    // One transcodes; the other is claimed, downloaded, and waits.
+    let waiting = stack
+        .wait_for(
+            LIMIT,
+            "one job transcoding while the other waits downloaded",
+            || async {
+                let (a, b) = (stack.row(ids[0]).await, stack.row(ids[1]).await);
+                let waits = |r: &worker::db::VideoRow| {
+                    r.status == "processing" && r.phase == "downloading" && r.progress_percent == 10
+                };
+                match (a.phase.as_str(), b.phase.as_str()) {
+                    ("transcoding", _) if waits(&b) => Some(b),
+                    (_, "transcoding") if waits(&a) => Some(a),
+                    _ => None,
+                }
+            },
+        )
+        .await;
+    let rows = stack.wait_settled(&ids, LIMIT).await;
+    let stats = worker.stop().await;
+    assert!(
+        rows.iter().all(|r| r.status == "processed" && r.attempts == 1),
+        "{rows:?}"
+    );
+    assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert!(waiting.lease_expires_at.is_some(), "the waiting job holds its claim");
+    stack.check_invariants(&ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_job_waiting_for_its_slot_is_handed_back_uncounted() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let ids = [stack.submit("long-40s.mp4").await, stack.submit("long-40s.mp4").await];
+    let mut settings = stack.settings(1);
+    settings.progress_interval = Duration::from_secs(1);
+    let worker = stack.spawn_worker(settings).await;
+    let (running, waiting) = stack
+        .wait_for(LIMIT, "one job transcoding while the other waits", || async {
+            let (a, b) = (stack.row(ids[0]).await, stack.row(ids[1]).await);
+            let waits = |r: &worker::db::VideoRow| r.phase == "downloading" && r.progress_percent == 10;
+            match (a.phase.as_str(), b.phase.as_str()) {
+                ("transcoding", _) if waits(&b) => Some((a.id, b.id)),
+                (_, "transcoding") if waits(&a) => Some((b.id, a.id)),
+                _ => None,
+            }
+        })
+        .await;
+    // Intake stops: the running job finishes within the grace period, the
+    // waiting one goes back at once, its attempt not counted.
+    let stats = worker.stop().await;
+    let (running, waiting) = (stack.row(running).await, stack.row(waiting).await);
+    assert_eq!(running.status, "processed", "{running:?}");
+    assert_eq!(waiting.status, "pending", "{waiting:?}");
+    assert_eq!((waiting.attempts, waiting.interruptions), (1, 1), "{waiting:?}");
+    assert_eq!((waiting.phase.as_str(), waiting.progress_percent), ("queued", 0));
+    assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(stack.queue_total().await, 1, "its message is back in the queue");
+    assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());
 }

@@ -40,6 +40,8 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
+    /// SNS (completion events).
+    pub sns: aws_sdk_sns::Client,
     /// Auto Scaling (to complete the termination lifecycle action).
     pub autoscaling: aws_sdk_autoscaling::Client,
     /// The region in use.
@@ -96,6 +98,7 @@ impl Clients {
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
             autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling_config.build()),
             region: sdk.region().map(|r| r.to_string()),
         }

@@ -23,8 +23,12 @@ impl From<processor::Error> for ConfigError {
 pub struct WorkerSettings {
     /// Name written into `claimed_by`.
     pub worker_id: String,
-    /// Jobs at once.
+    /// Jobs transcoding at once.
     pub concurrency: usize,
+    /// Jobs taken beyond `concurrency`: they download while others
+    /// transcode, and upload while the next one transcodes, so the cores
+    /// never wait for the network.
+    pub prefetch: usize,
     /// Visibility of a running job's message; its lease is 90 % of it.
     pub visibility_timeout: Duration,
     /// Attempts, counted in the row (deliberate hand-backs excluded), after
@@ -66,6 +70,8 @@ pub struct WorkerSettings {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` for
     /// nowhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// At most one progress write per job this often.
+    pub progress_interval: Duration,
     /// The rendition.
     pub spec: RenditionSpec,
 }
@@ -75,6 +81,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             worker_id: default_worker_id(),
             concurrency: default_concurrency(),
+            prefetch: 1,
             visibility_timeout: Duration::from_secs(900),
             max_attempts: 3,
             receive_wait: Duration::from_secs(20),
@@ -91,6 +98,7 @@ impl Default for WorkerSettings {
             max_resends: 3,
             allow_empty_database: false,
             metrics_addr: None,
+            progress_interval: Duration::from_secs(5),
             spec: RenditionSpec::default(),
         }
     }
@@ -136,6 +144,13 @@ impl WorkerSettings {
         if !(1..=64).contains(&self.concurrency) {
             return bad(format!("WORKER_CONCURRENCY {} is outside 1 to 64", self.concurrency));
         }
+        if self.prefetch > self.concurrency.max(4) {
+            return bad(format!(
+                "WORKER_PREFETCH {} is above max(WORKER_CONCURRENCY, 4): messages would wait hidden \
+                 while other workers are free",
+                self.prefetch
+            ));
+        }
         let visibility = self.visibility_timeout.as_secs();
         if !(1..=12 * 3600).contains(&visibility) {
             return bad(format!("VISIBILITY_TIMEOUT {visibility} s is outside 1 s to 12 h"));
@@ -161,6 +176,8 @@ impl WorkerSettings {
             }
         }
         self.retry_backoff = self.retry_backoff.max(Duration::from_secs(1));
+        // A write per job per second at most: the database serves the fleet.
+        self.progress_interval = self.progress_interval.max(Duration::from_secs(1));
         // Jobs share the cores: each gets its share of FFmpeg threads.
         if self.spec.threads == 0 {
             self.spec.threads = (cores() / self.concurrency).max(1) as u32;

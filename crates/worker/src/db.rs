@@ -28,7 +28,8 @@ macro_rules! select_row {
         "SELECT id, status, original_key, processed_key, error, attempts, created_at, updated_at, \
          processing_started_at, processed_at, claimed_by, lease_expires_at, source_duration_seconds, source_width, \
          source_height, original_bytes, processed_bytes, processed_duration_seconds, interruptions, failure_kind, \
-         last_error_kind, uploaded_key, resends, resent_at, resend_reason FROM videos"
+         last_error_kind, uploaded_key, resends, resent_at, resend_reason, poster_key, phase, progress_percent, \
+         event_id FROM videos"
     };
 }
 
@@ -186,6 +187,8 @@ pub struct Outcome {
     pub processed_duration: f64,
     /// The full probe of the original.
     pub media_info: serde_json::Value,
+    /// Where the poster is, if one was made.
+    pub poster_key: Option<String>,
 }
 
 /// How a fenced write of an outcome went.
@@ -253,6 +256,15 @@ pub struct VideoRow {
     pub resent_at: Option<DateTime<Utc>>,
     /// Why.
     pub resend_reason: Option<String>,
+    /// Where the poster is.
+    pub poster_key: Option<String>,
+    /// Where the current attempt is: queued, downloading, transcoding,
+    /// uploading, recording, done or failed.
+    pub phase: String,
+    /// How far the current attempt is, 0 to 100.
+    pub progress_percent: i16,
+    /// The id of the recorded outcome's completion event.
+    pub event_id: Option<Uuid>,
 }
 
 /// A pending row nobody has touched for a while.
@@ -425,7 +437,8 @@ impl Db {
                         attempts = CASE WHEN status = 'failed' THEN 1 ELSE attempts + 1 END, \
                         interruptions = CASE WHEN status = 'failed' THEN 0 ELSE interruptions END, \
                         claimed_by = $2, claim_token = $3, lease_expires_at = now() + make_interval(secs => $4), \
-                        processing_started_at = now(), updated_at = now(), uploaded_key = NULL, failure_kind = NULL \
+                        processing_started_at = now(), updated_at = now(), uploaded_key = NULL, failure_kind = NULL, \
+                        phase = 'downloading', progress_percent = 0 \
                      WHERE id = $1 AND (status = 'pending' \
                         OR (status = 'processing' AND lease_expires_at < now()) \
                         OR (status = 'failed' AND failure_kind IN ('gave_up', 'stranded'))) \
@@ -490,6 +503,27 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records where the current attempt is, fenced on the claim; the
+    /// percentage never goes down within an attempt. `false`: the claim is
+    /// lost.
+    pub async fn set_progress(&self, id: Uuid, token: Uuid, phase: &str, percent: u8) -> Result<bool, DbError> {
+        let done = self
+            .timed(
+                "record progress",
+                sqlx::query(
+                    "UPDATE videos SET phase = $3, progress_percent = GREATEST(progress_percent, $4) \
+                     WHERE id = $1 AND claim_token = $2 AND status = 'processing'",
+                )
+                .bind(id)
+                .bind(token)
+                .bind(phase)
+                .bind(i16::from(percent.min(100)))
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Notes that the claim's rendition is uploaded (to `key`), so that the
     /// reconciler never fails the video. `false`: the claim is lost.
     pub async fn record_upload(&self, id: Uuid, token: Uuid, key: &str) -> Result<bool, DbError> {
@@ -519,6 +553,7 @@ impl Db {
                     "WITH old AS (SELECT processed_key FROM videos \
                         WHERE id = $1 AND claim_token = $2 AND status = 'processing' FOR UPDATE) \
                      UPDATE videos v SET status = 'processed', processed_key = $3, processed_at = now(), \
+                        poster_key = $11, phase = 'done', progress_percent = 100, event_id = gen_random_uuid(), \
                         updated_at = now(), error = NULL, failure_kind = NULL, last_error_kind = NULL, \
                         uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, \
                         source_duration_seconds = $4, source_width = $5, source_height = $6, original_bytes = $7, \
@@ -536,6 +571,7 @@ impl Db {
                 .bind(o.processed_bytes)
                 .bind(o.processed_duration)
                 .bind(&o.media_info)
+                .bind(&o.poster_key)
                 .fetch_optional(&self.pool),
             )
             .await?;
@@ -562,6 +598,7 @@ impl Db {
                 "record the failure",
                 sqlx::query(
                     "UPDATE videos SET status = 'failed', failure_kind = $3, error = $4, last_error_kind = $5, \
+                        phase = 'failed', event_id = gen_random_uuid(), \
                         updated_at = now(), uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, \
                         lease_expires_at = NULL \
                      WHERE id = $1 AND status <> 'processed' AND ($2::uuid IS NULL OR claim_token = $2)",
@@ -592,7 +629,8 @@ impl Db {
             .timed(
                 "hand the video back",
                 sqlx::query(
-                    "UPDATE videos SET status = 'pending', error = COALESCE($3, error), \
+                    "UPDATE videos SET status = 'pending', error = COALESCE($3, error), phase = 'queued', \
+                        progress_percent = 0, \
                         last_error_kind = COALESCE($4, last_error_kind), \
                         interruptions = interruptions + CASE WHEN $5 THEN 1 ELSE 0 END, \
                         updated_at = now(), uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, \
@@ -664,7 +702,8 @@ impl Db {
             .timed(
                 "fail a stranded video",
                 sqlx::query(
-                    "UPDATE videos SET status = 'failed', failure_kind = 'stranded', error = $3, \
+                    "UPDATE videos SET status = 'failed', failure_kind = 'stranded', error = $3, phase = 'failed', \
+                        event_id = gen_random_uuid(), \
                         last_error_kind = 'stranded', updated_at = now() \
                      WHERE id = $1 AND status = 'pending' AND updated_at = $2",
                 )
@@ -716,6 +755,7 @@ impl Db {
                 "return an abandoned video",
                 sqlx::query(
                     "UPDATE videos SET status = 'pending', error = $3, last_error_kind = 'abandoned', \
+                        phase = 'queued', progress_percent = 0, \
                         claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, uploaded_key = NULL, \
                         resends = resends + 1, resent_at = now(), resend_reason = $3, updated_at = now() \
                      WHERE id = $1 AND claim_token = $2 AND status = 'processing' AND lease_expires_at < now()",
@@ -769,6 +809,7 @@ impl Db {
                 "requeue",
                 sqlx::query(
                     "UPDATE videos SET status = 'pending', attempts = 0, interruptions = 0, failure_kind = NULL, \
+                        phase = 'queued', progress_percent = 0, \
                         error = NULL, last_error_kind = NULL, resends = 0, resent_at = now(), resend_reason = $2, \
                         uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, \
                         updated_at = now() \

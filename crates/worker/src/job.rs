@@ -65,6 +65,9 @@ pub enum JobError {
     /// SQS failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The completion event could not be published.
+    #[error(transparent)]
+    Publish(#[from] crate::events::PublishError),
     /// The transcode failed; the message names the original in S3.
     #[error("{}", source.display_as(original))]
     Processor {
@@ -123,6 +126,7 @@ impl JobError {
             JobError::Storage(e) => e.class(),
             JobError::Db(e) => e.class(),
             JobError::Queue(e) => e.class(),
+            JobError::Publish(_) => FailureClass::Outage,
             JobError::Processor { source, .. } if source.is_permanent() => FailureClass::Permanent,
             JobError::ForeignKey { .. } => FailureClass::Permanent,
             JobError::Processor { .. }
@@ -141,6 +145,7 @@ impl JobError {
             JobError::Db(_) => "database",
             JobError::Storage(_) => "s3",
             JobError::Queue(_) => "sqs",
+            JobError::Publish(_) => "events",
             _ => "worker",
         }
     }
@@ -158,6 +163,7 @@ impl JobError {
             JobError::Storage(_) => "storage",
             JobError::Db(_) => "database",
             JobError::Queue(_) => "queue",
+            JobError::Publish(_) => "events",
             JobError::Processor { source, .. } => source.kind(),
             JobError::ForeignKey { .. } => "foreign_key",
             JobError::WorkDir(_) => "work_dir",

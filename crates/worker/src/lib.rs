@@ -5,7 +5,8 @@
 //!
 //! One module per stage: [`config`] (validated settings), [`job`] (the
 //! message and how a job can fail), [`queue`] (SQS), [`storage`] (S3),
-//! [`db`] (PostgreSQL), [`runner`] (the loop and each job's life),
+//! [`db`] (PostgreSQL), [`events`] (completion events, SNS/SQS),
+//! [`runner`] (the loop and each job's life),
 //! [`shutdown`] (signals), [`termination`] (EC2 termination notices),
 //! [`telemetry`] (events, metrics, health), and [`aws`] (the clients and
 //! their errors).
@@ -38,6 +39,7 @@ pub const COMMIT: &str = env!("VIDWORKER_COMMIT");
 pub mod aws;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod job;
 pub mod queue;
 pub mod runner;

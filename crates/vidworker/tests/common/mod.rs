@@ -331,19 +331,29 @@ impl Stack {
                         .await
                         .expect("list versions");
                     let written: Vec<&str> = versions.versions().iter().filter_map(|v| v.key()).collect();
-                    assert_eq!(
-                        written.iter().filter(|k| **k == key).count(),
-                        1,
-                        "the recorded rendition {key} was written exactly once: {written:?}"
-                    );
-                    let current = self.storage.list(&format!("processed/{id}/")).await.expect("list");
-                    assert_eq!(current, vec![key.clone()], "only the recorded rendition remains");
+                    let recorded: Vec<String> = [Some(key), row.poster_key.clone()].into_iter().flatten().collect();
+                    for key in &recorded {
+                        assert_eq!(
+                            written.iter().filter(|k| **k == key).count(),
+                            1,
+                            "the recorded object {key} was written exactly once: {written:?}"
+                        );
+                    }
+                    let mut current = self.storage.list(&format!("processed/{id}/")).await.expect("list");
+                    current.sort();
+                    let mut expected = recorded.clone();
+                    expected.sort();
+                    assert_eq!(current, expected, "only the recorded rendition and poster remain");
+                    assert_eq!((row.phase.as_str(), row.progress_percent), ("done", 100), "{row:?}");
+                    assert!(row.event_id.is_some(), "an outcome without an event id: {row:?}");
                 }
                 "failed" => {
                     assert!(
                         row.error.is_some() && row.failure_kind.is_some(),
                         "failed without a reason: {row:?}"
                     );
+                    assert_eq!(row.phase, "failed", "{row:?}");
+                    assert!(row.event_id.is_some(), "an outcome without an event id: {row:?}");
                 }
                 other => panic!("video {id} ended {other}: {row:?}"),
             }
@@ -406,6 +416,33 @@ impl Stack {
         let info = processor::probe(&path).expect("rendition probes");
         std::fs::remove_file(&path).expect("remove");
         info
+    }
+
+    /// The width and height of the JPEG at `key`, read from its frame
+    /// header (the processor's probe opens videos only).
+    pub async fn fetch_jpeg_size(&self, key: &str) -> (u32, u32) {
+        let path = self.work_dir.path().join(format!("fetched-{}.jpg", Uuid::new_v4()));
+        self.storage
+            .download(key, &path, 1 << 30)
+            .await
+            .expect("poster is in S3");
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(bytes.get(..2), Some(&[0xFF, 0xD8][..]), "{key} is not a JPEG");
+        let mut at = 2;
+        while at + 9 < bytes.len() {
+            assert_eq!(bytes[at], 0xFF, "{key}: a JPEG segment");
+            let marker = bytes[at + 1];
+            let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+            // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC).
+            if (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker) {
+                let h = u16::from_be_bytes([bytes[at + 5], bytes[at + 6]]);
+                let w = u16::from_be_bytes([bytes[at + 7], bytes[at + 8]]);
+                return (w.into(), h.into());
+            }
+            at += 2 + len;
+        }
+        panic!("{key}: no JPEG frame header");
     }
 
     /// Job directories still present under the work dir (each worker

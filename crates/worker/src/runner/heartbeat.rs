@@ -6,7 +6,9 @@
 //! They are separate so that a hung database connection can never stop the
 //! extensions, and each call has its own deadline. Both run until the
 //! job's outcome is recorded; [`Keeper::stop`] waits for any call in
-//! flight, so no extension lands after the message's final change.
+//! flight, so no extension lands after the message's final change. A third
+//! loop writes the job's progress to the row, at most every
+//! `PROGRESS_INTERVAL`, when it changed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::progress::Progress;
 use super::{JobStop, Runner, StopReason, lease};
 use crate::queue::{MAX_VISIBILITY, Received};
 
@@ -33,8 +36,15 @@ pub(super) struct Keeper {
 }
 
 impl Keeper {
-    /// Starts extending the message's visibility.
-    pub(super) fn start(runner: &Arc<Runner>, msg: &Received, video_id: Uuid, stop: &JobStop) -> Self {
+    /// Starts extending the message's visibility, and writing `progress`
+    /// once the video is claimed.
+    pub(super) fn start(
+        runner: &Arc<Runner>,
+        msg: &Received,
+        video_id: Uuid,
+        stop: &JobStop,
+        progress: &Arc<Progress>,
+    ) -> Self {
         let done = CancellationToken::new();
         let claim = Arc::new(Mutex::new(None));
         let every = (runner.settings.visibility_timeout / 3).max(Duration::from_millis(500));
@@ -53,6 +63,13 @@ impl Keeper {
                 Arc::clone(&claim),
                 every,
                 stop.clone(),
+                done.clone(),
+            )),
+            tokio::spawn(write_progress(
+                Arc::clone(runner),
+                video_id,
+                Arc::clone(&claim),
+                Arc::clone(progress),
                 done.clone(),
             )),
         ];
@@ -153,6 +170,33 @@ async fn renew_lease(
             }
             // The database may be back before the lease runs out.
             Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+        }
+    }
+}
+
+async fn write_progress(
+    runner: Arc<Runner>,
+    video_id: Uuid,
+    claim: Arc<Mutex<Option<Uuid>>>,
+    progress: Arc<Progress>,
+    done: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(runner.settings.progress_interval) => {}
+            () = done.cancelled() => return,
+        }
+        let token = claim.lock().ok().and_then(|c| *c);
+        let (Some(token), Some((phase, percent))) = (token, progress.unwritten()) else {
+            continue;
+        };
+        let write = runner.db.set_progress(video_id, token, phase, percent);
+        let result = tokio::select! {
+            r = write => r,
+            () = done.cancelled() => return,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "cannot record progress");
         }
     }
 }

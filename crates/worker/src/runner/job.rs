@@ -12,6 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::heartbeat::Keeper;
+use super::progress::Progress;
 use super::settle::{self, ClaimFacts, Facts, MessageAction, Outcome, RowAction, Settlement};
 use super::{JobStop, Runner, lease};
 use crate::db::{Claim, Claimed, Recorded};
@@ -30,6 +31,8 @@ struct Produced {
     original_bytes: u64,
     /// The claim's own rendition key.
     key: String,
+    /// The claim's own poster key, if the spec makes one.
+    poster_key: Option<String>,
 }
 
 /// One job in flight.
@@ -38,25 +41,37 @@ struct Job {
     msg: Received,
     video_id: Option<Uuid>,
     stop: JobStop,
+    /// Cancelled when the worker stops taking jobs: a job still waiting
+    /// for a transcode slot is then handed back.
+    intake: CancellationToken,
     keeper: Option<Keeper>,
     claim: Option<Claimed>,
     produced: Option<Produced>,
+    progress: Arc<Progress>,
     started: Instant,
 }
 
 impl Runner {
     /// One message, start to finish. Never fails: every outcome is decided
     /// and carried out here.
-    pub(super) async fn handle(self: Arc<Self>, msg: Received, jobs_dir: Option<PathBuf>, abort: CancellationToken) {
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        msg: Received,
+        jobs_dir: Option<PathBuf>,
+        intake: CancellationToken,
+        abort: CancellationToken,
+    ) {
         let span = tracing::info_span!("job", message_id = %msg.message_id, receives = msg.receive_count, video_id = tracing::field::Empty);
         let mut job = Job {
             runner: self,
             msg,
             video_id: None,
             stop: JobStop::new(&abort),
+            intake,
             keeper: None,
             claim: None,
             produced: None,
+            progress: Arc::default(),
             started: Instant::now(),
         };
         let runner = Arc::clone(&job.runner);
@@ -82,7 +97,13 @@ impl Job {
         tracing::Span::current().record("video_id", tracing::field::display(video_id));
         // From here on the message is kept hidden, even while an outage
         // is waited out before the claim.
-        self.keeper = Some(Keeper::start(&self.runner, &self.msg, video_id, &self.stop));
+        self.keeper = Some(Keeper::start(
+            &self.runner,
+            &self.msg,
+            video_id,
+            &self.stop,
+            &self.progress,
+        ));
         let runner = Arc::clone(&self.runner);
         let claim = runner
             .patiently("claim the video", &self.stop, || async {
@@ -154,17 +175,46 @@ impl Job {
         let original = dir.path().join("original");
         let rendition = dir.path().join("rendition.mp4");
         let stats = &runner.stats;
+        // A slot free now is taken before the download; otherwise this job
+        // is a prefetch, which downloads first if the disk has room.
+        let mut slot = Arc::clone(&runner.transcoders).try_acquire_owned().ok();
+        if slot.is_none() && !self.room_to_prefetch(jobs_dir) {
+            slot = Some(self.transcode_slot().await?);
+        }
         let original_bytes = timed(stats, Stage::Download, self.download(original_key, &original)).await?;
         stats.downloaded(original_bytes);
+        self.progress.set("downloading", 10);
+        let slot = match slot {
+            Some(slot) => slot,
+            None => self.transcode_slot().await?,
+        };
         let report = timed(
             stats,
             Stage::Transcode,
             self.transcode(original_key, &original, &rendition),
         )
         .await?;
-        let key = format!("{}{video_id}/{}.mp4", runner.settings.processed_prefix, token.simple());
-        timed(stats, Stage::Upload, self.upload(&rendition, &key)).await?;
+        // The upload does not hold up the next job's transcode.
+        drop(slot);
+        let stem = format!("{}{video_id}/{}", runner.settings.processed_prefix, token.simple());
+        let key = format!("{stem}.mp4");
+        self.progress.set("uploading", 90);
+        let poster_key = report.poster.as_ref().map(|_| format!("{stem}.jpg"));
+        // One upload stage: the rendition, then its poster (a poster that
+        // cannot be stored takes the rendition with it).
+        timed(stats, Stage::Upload, async {
+            self.upload(&rendition, &key, "video/mp4").await?;
+            if let (Some(poster), Some(poster_key)) = (&report.poster, &poster_key)
+                && let Err(e) = self.upload(poster, poster_key, "image/jpeg").await
+            {
+                self.delete_rendition(&key).await;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await?;
         stats.uploaded(report.bytes);
+        self.progress.set("uploading", 97);
         // From here a stop request no longer matters: recording the outcome
         // takes milliseconds, while handing it back would redo the job.
         let recorded = runner
@@ -174,6 +224,9 @@ impl Job {
             .await;
         if !matches!(recorded, Ok(true)) {
             self.delete_rendition(&key).await;
+            if let Some(poster_key) = &poster_key {
+                self.delete_rendition(poster_key).await;
+            }
             return Err(match recorded {
                 Ok(_) => JobError::ClaimLost,
                 Err(e) => e,
@@ -184,7 +237,30 @@ impl Job {
             report,
             original_bytes,
             key,
+            poster_key,
         })
+    }
+
+    /// Waits for a transcode slot. A job still waiting when intake stops
+    /// (SIGTERM, a termination notice) is handed back rather than started.
+    async fn transcode_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, JobError> {
+        tokio::select! {
+            biased;
+            p = Arc::clone(&self.runner.transcoders).acquire_owned() => p.map_err(|_| JobError::Shutdown),
+            () = self.intake.cancelled() => Err(JobError::Shutdown),
+            () = self.stop.token.cancelled() => Err(self.stop.error().unwrap_or(JobError::Shutdown)),
+        }
+    }
+
+    /// Whether the jobs' disk can take a prefetched original: room for the
+    /// largest original accepted (`INPUT_MAX_BYTES`) twice over, since the
+    /// running job's original and rendition are still there and grow.
+    fn room_to_prefetch(&self, jobs_dir: &Path) -> bool {
+        let need = self.runner.settings.spec.limits.max_input_bytes.saturating_mul(2);
+        match rustix::fs::statvfs(jobs_dir) {
+            Ok(fs) => fs.f_bavail.saturating_mul(fs.f_frsize) >= need,
+            Err(_) => false,
+        }
     }
 
     async fn download(&self, key: &str, to: &Path) -> Result<u64, JobError> {
@@ -214,6 +290,7 @@ impl Job {
         };
         let spec = self.runner.settings.spec.clone();
         let (input, output) = (input.to_owned(), output.to_owned());
+        let progress = Arc::clone(&self.progress);
         let transcode = tokio::task::spawn_blocking(move || {
             let mut next = 0.25;
             processor::process(
@@ -221,6 +298,7 @@ impl Job {
                 &output,
                 &spec,
                 |p| {
+                    progress.transcoding(p.fraction());
                     if p.fraction() >= next {
                         tracing::debug!(
                             percent = (p.fraction() * 100.0).round(),
@@ -246,12 +324,12 @@ impl Job {
         }
     }
 
-    /// Uploads the rendition to the claim's own key: a worker whose claim
-    /// is lost can only write an object that is never recorded.
-    async fn upload(&self, rendition: &Path, key: &str) -> Result<(), JobError> {
+    /// Uploads a file of the rendition to the claim's own key: a worker
+    /// whose claim is lost can only write an object that is never recorded.
+    async fn upload(&self, file: &Path, key: &str, content_type: &str) -> Result<(), JobError> {
         let runner = &self.runner;
         let upload = runner.patiently("upload the rendition", &self.stop, || async {
-            Ok(runner.storage.upload(rendition, key, "video/mp4").await?)
+            Ok(runner.storage.upload(file, key, content_type).await?)
         });
         let uploaded = tokio::select! {
             r = upload => r,
@@ -270,11 +348,45 @@ impl Job {
         let facts = self.facts();
         let decision = settle::decide(&outcome, &facts);
         tracing::debug!(?outcome, ?decision, "settling");
-        let message = self.write_row(&decision, &outcome).await;
+        if matches!(decision.row, RowAction::Record | RowAction::Fail { .. }) {
+            self.progress.set("recording", 99);
+        }
+        let mut message = self.write_row(&decision, &outcome).await;
+        if self.announces(&decision, &outcome, &message)
+            && let Err(e) = self.announce().await
+        {
+            // Kept for a redelivery, which finds the outcome recorded and
+            // publishes the event again (same id): never lost.
+            tracing::warn!(error = %e, "cannot publish the completion event; the message comes back to retry");
+            message = MessageAction::Retry(settle::backoff(
+                self.runner.settings.retry_backoff,
+                self.msg.receive_count,
+            ));
+        }
         if let Some(mut keeper) = self.keeper.take() {
             keeper.stop().await;
         }
         self.act_on_message(message).await;
+    }
+
+    /// Whether the row now holds a final outcome to announce: just
+    /// recorded, or recorded before and met again by a redelivery (the
+    /// event may not have gone out).
+    fn announces(&self, decision: &Settlement, outcome: &Outcome, message: &MessageAction) -> bool {
+        let settled = matches!(message, MessageAction::Delete | MessageAction::DeadLetter(_));
+        let final_row = matches!(decision.row, RowAction::Record | RowAction::Fail { .. })
+            || matches!(outcome, Outcome::Duplicate | Outcome::AlreadyFailed);
+        settled && final_row && self.runner.publisher.is_enabled()
+    }
+
+    /// Publishes the completion event of the row's recorded outcome.
+    async fn announce(&self) -> Result<(), JobError> {
+        let Some(video_id) = self.video_id else { return Ok(()) };
+        let row = self.runner.db.get(video_id).await?;
+        if let Some(row) = row {
+            self.runner.publisher.announce(&row).await?;
+        }
+        Ok(())
     }
 
     fn facts(&self) -> Facts {
@@ -415,19 +527,23 @@ impl Job {
         let recorded = timed(&runner.stats, Stage::Record, record).await?;
         match recorded {
             Recorded::Yes { previous } => {
-                self.clean_up(video_id, &done.key, previous.as_deref()).await;
+                self.clean_up(video_id, done, previous.as_deref()).await;
                 Ok(true)
             }
             Recorded::ClaimLost => {
                 self.delete_rendition(&done.key).await;
+                if let Some(poster_key) = &done.poster_key {
+                    self.delete_rendition(poster_key).await;
+                }
                 Ok(false)
             }
         }
     }
 
-    /// Removes renditions of this video other than the recorded one. Best
-    /// effort: what stays costs storage, never correctness.
-    async fn clean_up(&self, video_id: Uuid, recorded: &str, previous: Option<&str>) {
+    /// Removes renditions (and posters) of this video other than the
+    /// recorded ones. Best effort: what stays costs storage, never
+    /// correctness.
+    async fn clean_up(&self, video_id: Uuid, recorded: &Produced, previous: Option<&str>) {
         let storage = &self.runner.storage;
         let prefix = format!("{}{video_id}/", self.runner.settings.processed_prefix);
         let mut stale: Vec<String> = match storage.list(&prefix).await {
@@ -438,7 +554,7 @@ impl Job {
             }
         };
         stale.extend(previous.map(str::to_owned));
-        stale.retain(|k| k != recorded);
+        stale.retain(|k| *k != recorded.key && Some(k) != recorded.poster_key.as_ref());
         stale.dedup();
         for key in stale {
             self.delete_rendition(&key).await;
@@ -570,5 +686,6 @@ fn outcome(done: &Produced) -> crate::db::Outcome {
         processed_bytes: done.report.bytes as i64,
         processed_duration: done.report.duration.as_secs_f64(),
         media_info: serde_json::to_value(info).unwrap_or_default(),
+        poster_key: done.poster_key.clone(),
     }
 }

@@ -12,6 +12,7 @@
 
 mod heartbeat;
 mod job;
+mod progress;
 pub mod reconcile;
 mod settle;
 mod workdir;
@@ -30,6 +31,7 @@ use self::reconcile::Reconciler;
 use self::workdir::WorkRoot;
 use crate::config::WorkerSettings;
 use crate::db::Db;
+use crate::events::Publisher;
 use crate::job::{FailureClass, JobError};
 use crate::queue::{Queue, Received};
 use crate::shutdown::Shutdown;
@@ -100,6 +102,11 @@ pub struct Runner {
     listener: Option<tokio::net::TcpListener>,
     /// Jobs running now.
     running: AtomicUsize,
+    /// Transcode slots: `concurrency` of them; the jobs taken beyond them
+    /// (`prefetch`) download or upload meanwhile.
+    transcoders: Arc<Semaphore>,
+    /// Where completion events go.
+    publisher: Publisher,
 }
 
 /// Why a running job was told to stop.
@@ -148,6 +155,7 @@ impl Runner {
     /// A worker over these services.
     pub fn new(settings: WorkerSettings, db: Db, storage: Storage, queue: Queue) -> Self {
         Runner {
+            transcoders: Arc::new(Semaphore::new(settings.concurrency)),
             settings,
             db,
             storage,
@@ -156,7 +164,14 @@ impl Runner {
             work_root: None,
             listener: None,
             running: AtomicUsize::new(0),
+            publisher: Publisher::default(),
         }
+    }
+
+    /// Publishes completion events with `publisher`.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = publisher;
+        self
     }
 
     /// The counters, metrics and health of this worker.
@@ -290,12 +305,14 @@ impl Runner {
                 self.settings.reconcile_settings(),
                 Arc::clone(&self.stats),
             )
+            .with_publisher(self.publisher.clone())
         })
     }
 
     /// The receive loop, until intake stops.
     async fn take_jobs(self: Arc<Self>, shutdown: &Shutdown, tracker: &TaskTracker, root: Option<&WorkRoot>) {
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        // Slots for messages: the transcode slots plus the prefetched jobs.
+        let slots = Arc::new(Semaphore::new(self.settings.concurrency + self.settings.prefetch));
         let jobs_dir = root.map(|r| r.path().to_owned());
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -347,9 +364,10 @@ impl Runner {
             for msg in messages {
                 match permits.pop().filter(|_| !shutdown.intake().is_cancelled()) {
                     Some(permit) => {
-                        let (runner, abort, dir) = (Arc::clone(&self), shutdown.abort().clone(), jobs_dir.clone());
+                        let (runner, dir) = (Arc::clone(&self), jobs_dir.clone());
+                        let (intake, abort) = (shutdown.intake().clone(), shutdown.abort().clone());
                         tracker.spawn(async move {
-                            runner.handle(msg, dir, abort).await;
+                            runner.handle(msg, dir, intake, abort).await;
                             drop(permit);
                         });
                     }

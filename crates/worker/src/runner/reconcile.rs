@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{Db, DbError, FailureKind, Requeue, VideoRow};
+use crate::events::Publisher;
 use crate::job;
 use crate::queue::{Queue, QueueError, Received};
 use crate::telemetry::{Event, Stats};
@@ -154,6 +155,7 @@ pub struct Reconciler {
     queue: Queue,
     settings: ReconcileSettings,
     stats: Arc<Stats>,
+    publisher: Publisher,
 }
 
 impl Reconciler {
@@ -165,6 +167,29 @@ impl Reconciler {
             queue,
             settings,
             stats,
+            publisher: Publisher::default(),
+        }
+    }
+
+    /// Announces the videos it fails with `publisher`.
+    pub fn with_publisher(mut self, publisher: Publisher) -> Self {
+        self.publisher = publisher;
+        self
+    }
+
+    /// Publishes the completion event of a video the reconciler failed.
+    /// Best effort: unlike a job's, no message carries it again.
+    async fn announce(&self, id: Uuid) {
+        let row = match self.db.get(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, video_id = %id, "cannot read a failed video to announce it");
+                return;
+            }
+        };
+        if let Err(e) = self.publisher.announce(&row).await {
+            tracing::warn!(error = %e, "cannot announce a video the reconciler failed");
         }
     }
 
@@ -220,6 +245,7 @@ impl Reconciler {
                         reason: &reason,
                     }
                     .emit(&self.stats);
+                    self.announce(row.id).await;
                     report.abandoned += 1;
                 }
                 continue;
@@ -249,6 +275,7 @@ impl Reconciler {
                         reason: &reason,
                     }
                     .emit(&self.stats);
+                    self.announce(row.id).await;
                     report.stranded += 1;
                 }
                 continue;
@@ -437,6 +464,10 @@ mod tests {
             resends: 0,
             resent_at: None,
             resend_reason: None,
+            poster_key: None,
+            phase: "queued".into(),
+            progress_percent: 0,
+            event_id: None,
         }
     }
 

@@ -1,0 +1,247 @@
+//! Completion events: one JSON message per final outcome, to an SNS topic
+//! (`EVENTS_TOPIC_ARN`) and/or an SQS queue (`EVENTS_QUEUE_URL`), so the
+//! platform's API need not poll.
+//!
+//! Delivery is at least once. An event is published after its outcome is
+//! recorded in the row and before the job's message is deleted; a crash
+//! between the two, or a publish that fails, leaves the message, whose
+//! redelivery finds the outcome recorded and publishes the event again,
+//! with the same `id` (stored in the row with the outcome). Consumers must
+//! therefore be idempotent on `id`.
+//!
+//! Schema, version 1 (`"version": 1`):
+//!
+//! ```json
+//! {"version": 1, "id": "<uuid>", "type": "video.processed", "video_id": "<uuid>",
+//!  "time": "2026-11-30T12:00:00Z", "attempts": 1,
+//!  "rendition": {"key": "processed/<id>/<claim>.mp4", "bytes": 1234567, "duration_seconds": 30.0},
+//!  "poster": {"key": "processed/<id>/<claim>.jpg"},
+//!  "source": {"key": "originals/<id>.mov", "bytes": 45678901, "duration_seconds": 41.2,
+//!             "width": 1080, "height": 1920}}
+//!
+//! {"version": 1, "id": "<uuid>", "type": "video.failed", "video_id": "<uuid>",
+//!  "time": "2026-11-30T12:00:00Z", "attempts": 1,
+//!  "failure": {"class": "input", "kind": "no_video",
+//!              "reason": "s3://bucket/originals/<id>.m4a: no video stream: it holds audio"}}
+//! ```
+//!
+//! `failure.class` is `input` (the upload cannot be processed), `gave_up`
+//! (transient failures on every allowed attempt) or `stranded` (no worker
+//! took it up); `failure.kind` is the stable name of the failure.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db::VideoRow;
+
+/// The version of the schema above.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where events go.
+#[derive(Clone, Debug, Default)]
+pub struct Publisher {
+    /// The SNS client and topic ARN.
+    topic: Option<(aws_sdk_sns::Client, String)>,
+    /// The SQS client and queue URL.
+    queue: Option<(aws_sdk_sqs::Client, String)>,
+}
+
+/// A failure to publish an event.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot publish the {kind} event of video {video_id} to {target}: {message}")]
+pub struct PublishError {
+    kind: &'static str,
+    video_id: Uuid,
+    target: String,
+    message: String,
+}
+
+/// One completion event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Completion {
+    /// The schema's version.
+    pub version: u32,
+    /// The same for every publication of the same outcome.
+    pub id: Uuid,
+    /// `video.processed` or `video.failed`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The video.
+    pub video_id: Uuid,
+    /// When the outcome was recorded (RFC 3339, UTC).
+    pub time: String,
+    /// Attempts it took.
+    pub attempts: i32,
+    /// The rendition, when processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendition: Option<Rendition>,
+    /// The poster, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poster: Option<Poster>,
+    /// The original, when processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Why, when failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The rendition of a processed video.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rendition {
+    /// Its S3 key.
+    pub key: String,
+    /// Its size.
+    pub bytes: Option<i64>,
+    /// Its length.
+    pub duration_seconds: Option<f64>,
+}
+
+/// The poster of a processed video.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Poster {
+    /// Its S3 key.
+    pub key: String,
+}
+
+/// The original upload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Source {
+    /// Its S3 key.
+    pub key: String,
+    /// Its size.
+    pub bytes: Option<i64>,
+    /// Its declared length.
+    pub duration_seconds: Option<f64>,
+    /// Its display width.
+    pub width: Option<i32>,
+    /// Its display height.
+    pub height: Option<i32>,
+}
+
+/// Why a video failed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failure {
+    /// `input`, `gave_up` or `stranded`.
+    pub class: String,
+    /// The failure's stable name (`no_video`, `corrupt`, `timed_out`, …).
+    pub kind: String,
+    /// The one-line reason.
+    pub reason: String,
+}
+
+impl Completion {
+    /// The event of a row's recorded outcome; `None` unless the row is
+    /// processed or failed with an event id.
+    pub fn of(row: &VideoRow) -> Option<Completion> {
+        let id = row.event_id?;
+        let base = |kind| Completion {
+            version: SCHEMA_VERSION,
+            id,
+            kind,
+            video_id: row.id,
+            time: row.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            attempts: row.attempts,
+            rendition: None,
+            poster: None,
+            source: None,
+            failure: None,
+        };
+        match row.status.as_str() {
+            "processed" => Some(Completion {
+                rendition: row.processed_key.as_ref().map(|key| Rendition {
+                    key: key.clone(),
+                    bytes: row.processed_bytes,
+                    duration_seconds: row.processed_duration_seconds,
+                }),
+                poster: row.poster_key.as_ref().map(|key| Poster { key: key.clone() }),
+                source: Some(Source {
+                    key: row.original_key.clone(),
+                    bytes: row.original_bytes,
+                    duration_seconds: row.source_duration_seconds,
+                    width: row.source_width,
+                    height: row.source_height,
+                }),
+                time: row
+                    .processed_at
+                    .unwrap_or(row.updated_at)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ..base("video.processed")
+            }),
+            "failed" => Some(Completion {
+                failure: Some(Failure {
+                    class: row.failure_kind.clone().unwrap_or_default(),
+                    kind: row.last_error_kind.clone().unwrap_or_default(),
+                    reason: row.error.clone().unwrap_or_default(),
+                }),
+                ..base("video.failed")
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Publisher {
+    /// Publishes to the topic and/or the queue given; to nowhere if neither.
+    pub fn new(clients: &crate::aws::Clients, topic_arn: Option<&str>, queue_url: Option<&str>) -> Self {
+        Publisher {
+            topic: topic_arn.map(|t| (clients.sns.clone(), t.to_owned())),
+            queue: queue_url.map(|q| (clients.sqs.clone(), q.to_owned())),
+        }
+    }
+
+    /// Whether events go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.topic.is_some() || self.queue.is_some()
+    }
+
+    /// Publishes the event of a row's recorded outcome, if it has one.
+    pub async fn announce(&self, row: &VideoRow) -> Result<(), PublishError> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        let Some(event) = Completion::of(row) else {
+            return Ok(());
+        };
+        self.publish(&event).await
+    }
+
+    /// Publishes one event everywhere it goes.
+    pub async fn publish(&self, event: &Completion) -> Result<(), PublishError> {
+        let body = serde_json::to_string(event).unwrap_or_default();
+        let fail = |target: &str, message: String| PublishError {
+            kind: event.kind,
+            video_id: event.video_id,
+            target: target.to_owned(),
+            message,
+        };
+        if let Some((client, topic)) = &self.topic {
+            client
+                .publish()
+                .topic_arn(topic)
+                .message(&body)
+                .message_attributes(
+                    "type",
+                    aws_sdk_sns::types::MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(event.kind)
+                        .build()
+                        .map_err(|e| fail(topic, e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|e| fail(topic, crate::aws::describe(&e)))?;
+        }
+        if let Some((client, queue)) = &self.queue {
+            client
+                .send_message()
+                .queue_url(queue)
+                .message_body(&body)
+                .send()
+                .await
+                .map_err(|e| fail(queue, crate::aws::describe(&e)))?;
+        }
+        tracing::info!(event = "announced", kind = event.kind, video_id = %event.video_id, event_id = %event.id, "published the completion event");
+        Ok(())
+    }
+}
