@@ -197,13 +197,36 @@ impl Job {
         // The upload does not hold up the next job's transcode.
         drop(slot);
         let stem = format!("{}{video_id}/{}", runner.settings.processed_prefix, token.simple());
+        let (key, poster_key) = self.store(&report, &rendition, &stem, video_id, token).await?;
+        drop(dir);
+        Ok(Produced {
+            report,
+            original_bytes,
+            key,
+            poster_key,
+        })
+    }
+
+    /// Uploads the rendition and its poster under the claim's own keys
+    /// (`<stem>.mp4`, `<stem>.jpg`) and notes the upload in the row; what
+    /// cannot be noted (the claim is lost) is deleted again.
+    async fn store(
+        &self,
+        report: &Report,
+        rendition: &Path,
+        stem: &str,
+        video_id: Uuid,
+        token: Uuid,
+    ) -> Result<(String, Option<String>), JobError> {
+        let runner = &self.runner;
+        let stats = &runner.stats;
         let key = format!("{stem}.mp4");
         self.progress.set("uploading", 90);
         let poster_key = report.poster.as_ref().map(|_| format!("{stem}.jpg"));
         // One upload stage: the rendition, then its poster (a poster that
         // cannot be stored takes the rendition with it).
         timed(stats, Stage::Upload, async {
-            self.upload(&rendition, &key, "video/mp4").await?;
+            self.upload(rendition, &key, "video/mp4").await?;
             if let (Some(poster), Some(poster_key)) = (&report.poster, &poster_key)
                 && let Err(e) = self.upload(poster, poster_key, "image/jpeg").await
             {
@@ -232,13 +255,7 @@ impl Job {
                 Err(e) => e,
             });
         }
-        drop(dir);
-        Ok(Produced {
-            report,
-            original_bytes,
-            key,
-            poster_key,
-        })
+        Ok((key, poster_key))
     }
 
     /// Waits for a transcode slot. A job still waiting when intake stops
