@@ -1,52 +1,117 @@
 #!/usr/bin/env bash
-# Wall time, peak memory and output size of `vidworker process` next to the
-# ffmpeg command line doing the same job (same filter chain, same x264
-# settings, same 30 s cap, no audio, faststart), on the fixtures.
+# vidworker next to the ffmpeg command line on the reference job: a 60 s
+# 1080p30 upload at 15 Mb/s (benches/make-reference.sh), untagged and
+# tagged BT.709, made into the default rendition (30 s, 1280x720, logo,
+# x264 medium CRF 23, a keyframe every 2 s, no audio, faststart).
 #
-#   benches/compare-ffmpeg.sh [RUNS]     # default 3 runs each, median shown
+#   benches/compare-ffmpeg.sh [RUNS] [--fixtures]
+#
+# RUNS (default 5) runs of each tool, alternating, so both see the same
+# machine; medians are shown. For each: wall time, CPU time (user + system),
+# peak RSS (of that process alone), output size, and PSNR and SSIM against
+# the same scaled source (libavfilter's psnr and ssim, on the top 560 rows:
+# the watermark corner is left out, so the scores measure scaling and
+# encoding, not how two tools draw a logo). "vidworker --no-poster" shows
+# what the poster costs. --fixtures adds the old table over the small
+# fixtures (10-minute upload vs 40 s one included).
 #
 # Builds vidworker in release mode first. Needs the ffmpeg CLI (installed by
-# scripts/install-deps.sh) and python3 (for timing children's peak RSS).
+# scripts/install-deps.sh) and python3.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RUNS="${1:-3}"
+RUNS="${1:-5}"
+FIXTURES="${2:-}"
 cd "$ROOT"
 cargo build --release -q -p vidworker
 BIN="$ROOT/target/release/vidworker"
 LOGO="$ROOT/crates/processor/assets/logo.png"
+mapfile -t REFS < <(benches/make-reference.sh)
 OUT="$(mktemp -d)"
 trap 'rm -rf -- "$OUT"' EXIT
 
-# Runs a command RUNS times; prints "median_seconds max_rss_kib".
-measure() {
-    python3 - "$RUNS" "$@" <<'PY'
-import resource, subprocess, sys, time
-runs = int(sys.argv[1]); cmd = sys.argv[2:]
-times = []
-for _ in range(runs):
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    times.append(time.perf_counter() - t)
-times.sort()
-print(f"{times[len(times)//2]:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+# What a team would run: the same geometry and logo as vidworker's default
+# rendition (logo 10 % of the width, 24 px from the bottom-right corner,
+# 85 % opaque), scale with FFmpeg's defaults (no colour conversion).
+FILTER="[0:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2:black,setsar=1[s];[1:v]format=rgba,scale=128:-1:flags=lanczos,colorchannelmixer=aa=0.85[w];[s][w]overlay=W-w-24:H-h-24:format=yuv420,format=yuv420p[v]"
+export BIN LOGO FILTER OUT
+
+python3 - "$RUNS" "$FIXTURES" "${REFS[@]}" <<'PY'
+import os, re, statistics, subprocess, sys
+
+runs, fixtures, refs = int(sys.argv[1]), sys.argv[2] == "--fixtures", sys.argv[3:]
+BIN, LOGO, FILTER, OUT = (os.environ[k] for k in ("BIN", "LOGO", "FILTER", "OUT"))
+
+def cli(src, out, t=30, fps=None):
+    chain = FILTER if fps is None else FILTER.replace("[0:v]", f"[0:v]fps={fps},", 1)
+    return ["ffmpeg", "-nostdin", "-y", "-v", "error", "-i", src, "-i", LOGO, "-t", str(t),
+            "-filter_complex", chain, "-map", "[v]", "-an", "-c:v", "libx264", "-preset", "medium",
+            "-crf", "23", "-profile:v", "high", "-g", str(2 * (fps or 30)), "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart", out]
+
+def run(cmd):
+    """(wall s, cpu s, peak RSS MiB) of one run of cmd."""
+    start = os.times().elapsed
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = os.times().elapsed - start
+    err = p.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[0]} failed: {err}")
+    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
+
+def quality(out, src):
+    """PSNR (average, dB) and SSIM (All) of out against src scaled the
+    same way, top 560 rows, first 30 s."""
+    graph = ("[0:v]crop=1280:560:0:0,split[d1][d2];"
+             "[1:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2,"
+             "crop=1280:560:0:0,split[r1][r2];[d1][r1]psnr[p];[d2][r2]ssim[q]")
+    r = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", out, "-t", "30", "-i", src,
+                        "-filter_complex", graph, "-map", "[p]", "-f", "null", "-", "-map", "[q]", "-f", "null", "-"],
+                       capture_output=True, text=True, check=True)
+    psnr = float(re.search(r"PSNR .*average:([\d.]+|inf)", r.stderr).group(1))
+    ssim = float(re.search(r"SSIM .*All:([\d.]+)", r.stderr).group(1))
+    return psnr, ssim
+
+def table(title, jobs, with_quality):
+    print(f"\n{title}")
+    head = f"{'tool':<22} {'wall s':>7} {'cpu s':>7} {'RSS MiB':>8} {'out KiB':>8}"
+    print(head + (f" {'PSNR dB':>8} {'SSIM':>7}" if with_quality else ""))
+    results = {}
+    for _ in range(runs):
+        for name, cmd, out, src in jobs:   # alternating: vw, ff, vw, ff, …
+            results.setdefault(name, []).append(run(cmd))
+    med = {}
+    for name, cmd, out, src in jobs:
+        rs = results[name]
+        wall, cpu, rss = (statistics.median(x[i] for x in rs) for i in range(3))
+        size = os.path.getsize(out) / 1024
+        line = f"{name:<22} {wall:7.2f} {cpu:7.2f} {rss:8.1f} {size:8.0f}"
+        if with_quality:
+            psnr, ssim = quality(out, src)
+            line += f" {psnr:8.2f} {ssim:7.4f}"
+        med[name] = (wall, cpu, rss, size)
+        print(line, flush=True)
+    return med
+
+print(f"median of {runs} alternating runs; {os.cpu_count()} cores")
+for src in refs:
+    label = os.path.basename(src)
+    vw, vwn, ff = (os.path.join(OUT, n) for n in ("vw.mp4", "vwn.mp4", "ff.mp4"))
+    med = table(label, [
+        ("vidworker", [BIN, "process", src, "-o", vw], vw, src),
+        ("ffmpeg CLI", cli(src, ff), ff, src),
+        ("vidworker --no-poster", [BIN, "process", "--no-poster", src, "-o", vwn], vwn, src),
+    ], True)
+    (w, c, r, s), (fw, fc, fr, fs), (nw, *_ ) = med["vidworker"], med["ffmpeg CLI"], med["vidworker --no-poster"]
+    print(f"vidworker / CLI: wall {w / fw:.2f}x, cpu {c / fc:.2f}x, RSS {r / fr:.2f}x, size {s / fs:.3f}x; "
+          f"poster cost {100 * (w - nw) / nw:+.1f} % of the job's wall time")
+
+if fixtures:
+    root = os.getcwd()
+    for f, fps in [("landscape-1080p30.mp4", 30), ("uhd-4k60.mp4", 30), ("portrait-rotated.mp4", 30),
+                   ("long-40s.mp4", 10), ("long-10min.mp4", 5)]:
+        src = os.path.join(root, "fixtures", f)
+        vw, ff = os.path.join(OUT, "fvw.mp4"), os.path.join(OUT, "fff.mp4")
+        table(f, [("vidworker", [BIN, "process", src, "-o", vw], vw, src),
+                  ("ffmpeg CLI", cli(src, ff, fps=fps), ff, src)], False)
 PY
-}
-
-# The ffmpeg equivalent of the default rendition at FPS.
-ffmpeg_job() {
-    local input=$1 fps=$2 out=$3
-    ffmpeg -nostdin -y -v error -i "$input" -i "$LOGO" -filter_complex \
-        "[0:v]fps=$fps,scale=w=1280:h=720:force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=tv:out_color_matrix=bt709,format=yuv420p,setsar=1,pad=1280:720:(ow-iw)/2:(oh-ih)/2:color=black[v];[1:v]format=rgba,scale=128:128:flags=lanczos,colorchannelmixer=aa=0.85[wm];[v][wm]overlay=x=1128:y=568:format=yuv420,format=yuv420p[out]" \
-        -map "[out]" -t 30 -an -c:v libx264 -preset medium -crf 23 -profile:v high -g $((fps * 2)) \
-        -movflags +faststart "$out"
-}
-
-printf '%-24s %-9s %8s %10s %10s\n' fixture tool seconds "peak MiB" "out KiB"
-for spec in "landscape-1080p30.mp4 30" "uhd-4k60.mp4 30" "portrait-rotated.mp4 30" "long-40s.mp4 10" "long-10min.mp4 5"; do
-    set -- $spec
-    f=$1 fps=$2
-    read -r t rss < <(measure "$BIN" process "fixtures/$f" -o "$OUT/vw.mp4")
-    printf '%-24s %-9s %8s %10.1f %10d\n' "$f" vidworker "$t" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" $(($(stat -c %s "$OUT/vw.mp4") / 1024))
-    read -r t rss < <(measure bash -c "$(declare -f ffmpeg_job); LOGO='$LOGO' ffmpeg_job 'fixtures/$f' $fps '$OUT/ff.mp4'")
-    printf '%-24s %-9s %8s %10.1f %10d\n' "" ffmpeg "$t" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" $(($(stat -c %s "$OUT/ff.mp4") / 1024))
-done

@@ -21,7 +21,12 @@ fn fixture(name: &str) -> PathBuf {
 fn bench_job(c: &mut Criterion, name: &str, input: &str, frames: u64, spec: &RenditionSpec) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.mp4");
-    let input = fixture(input);
+    // A fixture's name, or a path.
+    let input = if input.starts_with('/') {
+        PathBuf::from(input)
+    } else {
+        fixture(input)
+    };
     let mut group = c.benchmark_group("process");
     group.sample_size(10).measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(frames));
@@ -48,6 +53,26 @@ fn transcode(c: &mut Criterion) {
     // A 10-minute upload costs what its first 30 s cost.
     bench_job(c, "10min_upload_capped_at_30s", "long-10min.mp4", 150, &default);
     bench_job(c, "40s_upload_capped_at_30s", "long-40s.mp4", 300, &default);
+    // The reference upload of benches/compare-ffmpeg.sh: 60 s of 1080p30 at
+    // 15 Mb/s with no colour tags, capped at 30 s (900 frames).
+    let reference = reference_upload();
+    bench_job(c, "reference_1080p30_untagged", &reference, 900, &default);
+}
+
+/// The untagged reference upload, made by `benches/make-reference.sh`
+/// (with the ffmpeg CLI) on first use.
+fn reference_upload() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("make-reference.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .expect("benches/make-reference.sh runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .expect("paths")
+        .lines()
+        .next()
+        .expect("the untagged reference")
+        .to_owned()
 }
 
 fn probe(c: &mut Criterion) {
