@@ -24,6 +24,8 @@ pub(crate) struct PictureParams {
     pub full_range: bool,
     /// The transfer characteristic; `None` for a value FFmpeg does not know.
     pub transfer: Option<color::TransferCharacteristic>,
+    /// The Y'CbCr matrix; `None` for a value FFmpeg does not know.
+    pub matrix: Option<color::Space>,
     pub sample_aspect_ratio: Rational,
 }
 
@@ -33,7 +35,7 @@ pub(crate) fn picture_params(par: &codec::Parameters) -> PictureParams {
     // from an open stream or owned); these are plain field reads. Enum
     // fields are read through an integer pointer so a value outside the
     // enum (a hostile header) is never materialised as the Rust enum.
-    let (width, height, format, range, trc, sar) = unsafe {
+    let (width, height, format, range, trc, space, sar) = unsafe {
         let p = par.as_ptr();
         (
             (*p).width,
@@ -41,6 +43,7 @@ pub(crate) fn picture_params(par: &codec::Parameters) -> PictureParams {
             (*p).format,
             raw(&raw const (*p).color_range),
             raw(&raw const (*p).color_trc),
+            raw(&raw const (*p).color_space),
             (*p).sample_aspect_ratio,
         )
     };
@@ -50,6 +53,7 @@ pub(crate) fn picture_params(par: &codec::Parameters) -> PictureParams {
         pixel_format: pixel_format_name(format),
         full_range: range == sys::AVColorRange::AVCOL_RANGE_JPEG as i32,
         transfer: transfer(trc),
+        matrix: matrix(space),
         sample_aspect_ratio: Rational::from(sar),
     }
 }
@@ -69,6 +73,14 @@ fn transfer(v: i32) -> Option<color::TransferCharacteristic> {
     (0..T::AVCOL_TRC_NB as i32)
         .contains(&v)
         .then(|| color::TransferCharacteristic::from(unsafe { std::mem::transmute::<i32, T>(v) }))
+}
+
+fn matrix(v: i32) -> Option<color::Space> {
+    use sys::AVColorSpace as S;
+    // SAFETY: `v` is one of the enum's values (they run 0..NB without gaps).
+    (0..S::AVCOL_SPC_NB as i32)
+        .contains(&v)
+        .then(|| color::Space::from(unsafe { std::mem::transmute::<i32, S>(v) }))
 }
 
 /// FFmpeg's name of a pixel format number, if it is one.

@@ -5,8 +5,8 @@
 //! buffer sources and the sinks the encoders read:
 //!
 //! ```text
-//! [main_v] fps → scale (+tone map) → rotate → setsar → pad|crop ─┐
-//! [wm]     rgba → scale → opacity ───────────────────── overlay ─┴→ [main]
+//! [main_v] fps → scale (→ matrix | tone map) → rotate → setsar → pad|crop ─┐
+//! [wm]     rgba → opacity → scale to BT.709 yuva ──────────────── overlay ─┴→ [main]
 //! color → overlay [intro_img]  or  [intro_v] (same chain as main) → [intro]
 //! [intro][main][outro] concat → [out_v]          (audio: [main_a] → [out_a])
 //! ```
@@ -16,11 +16,18 @@ use std::time::Duration;
 
 use ffmpeg_next::{Rational, filter, format, frame};
 
+use crate::colour::SourceColour;
 use crate::probe::{Fraction, Transform};
 use crate::spec::{Corner, Fit, Watermark};
 
 /// Sample rate of the AAC audio we write.
 pub(crate) const AUDIO_RATE: u32 = 48_000;
+
+/// The end of a `scale` that turns an RGBA image (watermark, card) into
+/// YUV with alpha, coded like the video. Without it, `overlay` converts the
+/// image with swscale's default BT.601 matrix into a file tagged BT.709:
+/// the logo's orange came out at Y 135 instead of 128.
+const TO_BT709_TV: &str = ":out_color_matrix=bt709:out_range=tv,format=yuva420p";
 
 /// A picture size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +84,8 @@ pub(crate) struct Fitting {
     pub fit: Fit,
     /// Tone-map PQ/HLG to SDR BT.709.
     pub tonemap: bool,
+    /// How the decoded picture's values are read (when not tone-mapped).
+    pub colour: SourceColour,
 }
 
 impl Fitting {
@@ -105,12 +114,18 @@ impl Fitting {
             transform,
             fit,
             tonemap: false,
+            colour: SourceColour::BT709_TV,
         }
     }
 
     /// The same fitting, tone-mapping HDR to SDR when `tonemap` is set.
     pub(crate) fn tone_mapped(self, tonemap: bool) -> Self {
         Fitting { tonemap, ..self }
+    }
+
+    /// The same fitting, reading the source's values as `colour` says.
+    pub(crate) fn with_colour(self, colour: SourceColour) -> Self {
+        Fitting { colour, ..self }
     }
 
     /// The filter chain from a decoded picture at `rate` to an upright
@@ -128,13 +143,10 @@ impl Fitting {
                 self.scale.w, self.scale.h
             );
         } else {
-            // One swscale pass does size, pixel format, range (full-range
-            // phone and MJPEG sources become TV range) and matrix.
-            let _ = write!(
-                c,
-                ",scale=w={}:h={}:flags=bicubic:out_range=tv:out_color_matrix=bt709,format=yuv420p",
-                self.scale.w, self.scale.h
-            );
+            // Size, pixel format and range (full-range phone and MJPEG
+            // sources become TV range) in one swscale pass; the matrix only
+            // when it is not BT.709 already, on the small picture.
+            self.colour.filters(&mut c, self.scale);
         }
         if let Some(t) = self.transform.filter() {
             c.push(',');
@@ -296,12 +308,12 @@ impl Plan {
         if let Some(wm) = &self.watermark {
             let _ = write!(
                 g,
-                "[main_fit];[{}]format=rgba,scale=w={}:h={}:flags=lanczos,colorchannelmixer=aa={:.3}[wm_s];\
+                "[main_fit];[{}]format=rgba,colorchannelmixer=aa={:.3},scale=w={}:h={}:flags=lanczos{TO_BT709_TV}[wm_s];\
                  [main_fit][wm_s]overlay=x={}:y={}:eof_action=repeat:format=yuv420",
                 pad::WATERMARK,
+                wm.opacity,
                 wm.w,
                 wm.h,
-                wm.opacity,
                 wm.x,
                 wm.y
             );
@@ -335,7 +347,7 @@ impl Plan {
                 let _ = write!(
                     g,
                     "color=c=black:s={out}:r={rate}:d={d:.6},format=yuv420p[{name}_bg];\
-                     [{src}]format=rgba,scale=w={}:h={}:flags=lanczos[{name}_fg];\
+                     [{src}]format=rgba,scale=w={}:h={}:flags=lanczos{TO_BT709_TV}[{name}_fg];\
                      [{name}_bg][{name}_fg]overlay=x=(W-w)/2:y=(H-h)/2:eof_action=repeat:format=yuv420,\
                      setsar=1,format=yuv420p[{name}];",
                     size.w,
@@ -512,6 +524,21 @@ mod tests {
         let chain = f.chain(Fraction { num: 30, den: 1 }, HD);
         assert!(chain.starts_with("fps=30,scale=w=720:h=406"), "{chain}");
         assert!(chain.contains("transpose=clock,setsar=1,pad=1280:720"), "{chain}");
+    }
+
+    #[test]
+    fn a_bt601_source_changes_matrix_on_the_small_picture_before_the_bars() {
+        let sd = Size::new(720, 576);
+        let colour = SourceColour::new(None, false, sd);
+        let f = Fitting::new(Size::new(1024, 576), HD, Fit::Pad, Transform::Identity).with_colour(colour);
+        let chain = f.chain(Fraction { num: 25, den: 1 }, HD);
+        let scale = chain.find("scale=w=1280:h=720").expect("scale");
+        let matrix = chain.find(",colorspace=").expect("a matrix conversion");
+        let pad = chain.find(",pad=").expect("pad");
+        assert!(scale < matrix && matrix < pad, "{chain}");
+        // A BT.709 source gets no conversion at all.
+        let f = f.with_colour(SourceColour::BT709_TV);
+        assert!(!f.chain(Fraction { num: 25, den: 1 }, HD).contains("colorspace"));
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! # Ok::<(), processor::Error>(())
 //! ```
 
+mod colour;
 mod control;
 mod error;
 mod ffi;

@@ -8,9 +8,11 @@ use ffmpeg_next::format::stream::Stream;
 use ffmpeg_next::{Rational, codec, color};
 use serde::Serialize;
 
+use crate::colour::SourceColour;
 use crate::control::{Budget, CancelFlag};
 use crate::error::{Error, Result};
 use crate::ffi;
+use crate::graph::Size;
 use crate::input::{self, OpenedInput};
 use crate::spec::Limits;
 
@@ -156,6 +158,11 @@ pub struct MediaInfo {
     pub pixel_format: String,
     /// Whether the picture uses full-range (JPEG) levels.
     pub full_range: bool,
+    /// The Y'CbCr matrix the stream is tagged with, e.g. `bt709`,
+    /// `smpte170m` or `bt470bg` (both BT.601); `unspecified` when untagged,
+    /// and then the rendition reads it as players do: BT.709 from 1280
+    /// wide or 577 high up, BT.601 below.
+    pub color_space: String,
     /// The transfer characteristic, e.g. `bt709`, `arib-std-b67` (HLG) or
     /// `smpte2084` (PQ).
     pub color_transfer: String,
@@ -183,6 +190,9 @@ pub(crate) struct VideoFacts {
     pub audio_index: Option<usize>,
     pub time_base: Rational,
     pub transform: Transform,
+    /// How the decoded values are read: the matrix (tagged or guessed)
+    /// and range.
+    pub colour: SourceColour,
     /// The video stream's own declared duration, when the container
     /// states it (not an estimate from the bit rate).
     pub video_duration: Option<Duration>,
@@ -241,6 +251,8 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
     let audio_index = input.best_audio_stream();
     let pixel_format = picture.pixel_format.unwrap_or("unknown").to_owned();
     let transfer = picture.transfer;
+    let full_range = picture.full_range || pixel_format.starts_with("yuvj");
+    let colour = SourceColour::new(picture.matrix, full_range, Size::new(picture.width, picture.height));
     let info = MediaInfo {
         container: input.ctx.format().name().to_owned(),
         size_bytes: input.size,
@@ -253,8 +265,14 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
         sample_aspect_ratio: sar,
         rotation,
         frame_rate,
-        full_range: picture.full_range || pixel_format.starts_with("yuvj"),
+        full_range,
         pixel_format,
+        color_space: match picture.matrix {
+            Some(color::Space::Unspecified) => "unspecified",
+            Some(m) => m.name().unwrap_or("unknown"),
+            None => "unknown",
+        }
+        .to_owned(),
         color_transfer: match transfer {
             Some(color::TransferCharacteristic::Unspecified) => "unspecified",
             Some(t) => t.name().unwrap_or("unknown"),
@@ -274,6 +292,7 @@ pub(crate) fn describe(input: &OpenedInput, limits: &Limits) -> Result<VideoFact
         audio_index,
         time_base: stream.time_base(),
         transform,
+        colour,
         video_duration: stream_duration.filter(|_| !timing.estimated),
     })
 }

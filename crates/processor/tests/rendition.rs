@@ -33,6 +33,8 @@ fn a_1080p_clip_becomes_a_720p_h264_mp4_that_plays_at_once() {
     assert_eq!(d.profile, 100, "H.264 High profile");
     assert_eq!(d.color_range, ffmpeg_next::color::Range::MPEG);
     assert_eq!(d.color_space, ffmpeg_next::color::Space::BT709);
+    assert_eq!(d.color_primaries, ffmpeg_next::color::Primaries::BT709);
+    assert_eq!(d.color_transfer, ffmpeg_next::color::TransferCharacteristic::BT709);
     assert_eq!(d.frames.len(), 120, "every one of 4 s x 30 fps decodes");
     assert!((d.duration - 4.0).abs() < 0.02, "duration {}", d.duration);
     assert!((d.frame_rate - 30.0).abs() < 0.01);
@@ -59,9 +61,10 @@ fn a_1080p_clip_becomes_a_720p_h264_mp4_that_plays_at_once() {
 fn the_watermark_is_drawn_in_the_bottom_right_corner() {
     let (_dir, out, _) = render(&fixture("gray-720p.mp4"), &fast());
     let p = picture_at(&out, 1.0);
-    // 85 % logo orange over 15 % gray.
+    // 85 % logo orange over 15 % gray, coded BT.709 like the video (coded
+    // BT.601, as overlay's own conversion does it, red is 11 too high).
     let want = LOGO_ORANGE.map(|c| (0.85 * f64::from(c) + 0.15 * 128.0).round() as u8);
-    assert_close(p.rgb(WM_POINT.0, WM_POINT.1), want, 16, "watermark pixel");
+    assert_close(p.rgb(WM_POINT.0, WM_POINT.1), want, 6, "watermark pixel");
     // Outside the logo the video is untouched.
     assert_close(p.rgb(100, 100), [128, 128, 128], 8, "video pixel");
     assert_close(p.rgb(1128 - 10, 568 + 64), [128, 128, 128], 8, "left of the logo");
@@ -157,6 +160,87 @@ fn full_range_sources_map_to_tv_range_without_clipping() {
     // Full-range white (255) becomes TV white (235), black (0) becomes 16.
     assert!(p.luma(320, 360).abs_diff(235) <= 3, "white luma {}", p.luma(320, 360));
     assert!(p.luma(960, 300).abs_diff(16) <= 3, "black luma {}", p.luma(960, 300));
+}
+
+/// Pure red and pure green as BT.709 TV-range Y'CbCr: what every rendition
+/// of a colour-patch fixture (red left half, green right half) must hold,
+/// whatever matrix and range the upload used, because a player shows every
+/// one of those uploads as pure red and green.
+const RED_709: [u8; 3] = [63, 102, 240];
+const GREEN_709: [u8; 3] = [173, 42, 26];
+
+/// Renders a colour-patch fixture and checks the middle of both halves of
+/// the output, in code values (±3) and as a player shows them; returns the
+/// report and the output's red and green Y'CbCr.
+fn patches_come_out_bt709(name: &str) -> (processor::Report, [[u8; 3]; 2]) {
+    let (_dir, out, report) = render(&fixture(name), &fast());
+    let d = decode(&out);
+    assert_eq!(
+        (d.color_range, d.color_space, d.color_primaries, d.color_transfer),
+        (
+            ffmpeg_next::color::Range::MPEG,
+            ffmpeg_next::color::Space::BT709,
+            ffmpeg_next::color::Primaries::BT709,
+            ffmpeg_next::color::TransferCharacteristic::BT709
+        ),
+        "{name}: tagged BT.709 TV range"
+    );
+    let p = picture_at(&out, 0.5);
+    // Every fixture is 4:3 to 16:9 and padded in the middle: x 400 is in
+    // the red half and x 880 in the green one.
+    let (red, green) = (p.ycbcr(400, 360), p.ycbcr(880, 360));
+    assert_ycbcr_close(red, RED_709, &format!("{name}: red half"));
+    assert_ycbcr_close(green, GREEN_709, &format!("{name}: green half"));
+    assert_close(p.rgb(400, 360), [255, 0, 0], 4, &format!("{name}: red as shown"));
+    assert_close(p.rgb(880, 360), [0, 255, 0], 4, &format!("{name}: green as shown"));
+    (report, [red, green])
+}
+
+#[track_caller]
+fn assert_ycbcr_close(got: [u8; 3], want: [u8; 3], what: &str) {
+    let ok = got.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 3);
+    assert!(ok, "{what}: Y'CbCr {got:?}, want {want:?} ±3");
+}
+
+#[test]
+fn a_bt601_tagged_sd_source_is_converted_to_bt709() {
+    let (report, _) = patches_come_out_bt709("colour-bt601-sd.mp4");
+    assert_eq!(report.input.color_space, "smpte170m");
+}
+
+#[test]
+fn a_bt601_tagged_hd_source_is_converted_whatever_its_size() {
+    let (report, _) = patches_come_out_bt709("colour-bt601-hd.mp4");
+    assert_eq!(report.input.color_space, "bt470bg");
+}
+
+#[test]
+fn an_untagged_hd_source_is_read_as_bt709_and_passes_through_unchanged() {
+    let name = "colour-untagged-hd.mp4";
+    let (report, [red, green]) = patches_come_out_bt709(name);
+    assert_eq!(report.input.color_space, "unspecified");
+    // Nothing converted the values: the output holds what the source held.
+    let source = picture_at(&fixture(name), 0.0);
+    assert_ycbcr_close(red, source.ycbcr(320, 360), "red passes through");
+    assert_ycbcr_close(green, source.ycbcr(960, 360), "green passes through");
+}
+
+#[test]
+fn an_untagged_sd_source_is_read_as_bt601_and_converted() {
+    let (report, _) = patches_come_out_bt709("colour-untagged-sd.mp4");
+    assert_eq!((report.input.coded_width, report.input.coded_height), (720, 576));
+    assert_eq!(report.input.color_space, "unspecified");
+}
+
+#[test]
+fn full_range_sources_come_out_tv_range_with_their_colours() {
+    // SD without a matrix tag: range and matrix both change.
+    let (report, _) = patches_come_out_bt709("colour-fullrange-sd.mp4");
+    assert!(report.input.full_range);
+    // HD tagged BT.709: only the range changes.
+    let (report, _) = patches_come_out_bt709("colour-fullrange-hd.mp4");
+    assert!(report.input.full_range);
+    assert_eq!(report.input.color_space, "bt709");
 }
 
 #[test]

@@ -161,6 +161,8 @@ fn an_avi_smuggling_a_playlist_in_a_gab2_subtitle_is_refused() {
         .expect("a plain MJPEG AVI is processed");
     assert_eq!(report.frames, 10);
     fs::remove_file(&out).expect("clean");
+    // The default rendition has a poster beside it.
+    fs::remove_file(report.poster.expect("a poster")).expect("clean");
 
     // HackerOne #242831: the subtitle chunk carries an HLS playlist that
     // pulls in local files.

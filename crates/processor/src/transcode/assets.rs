@@ -83,7 +83,9 @@ pub(super) fn plan(spec: &RenditionSpec, facts: &VideoFacts, assets: &Assets, ra
     let zscale = ffmpeg_next::filter::find("zscale").is_some();
     let fitting = |facts: &VideoFacts| {
         let display = Size::new(facts.info.display_width, facts.info.display_height);
-        Fitting::new(display, out, spec.fit, facts.transform).tone_mapped(facts.info.hdr && zscale)
+        Fitting::new(display, out, spec.fit, facts.transform)
+            .tone_mapped(facts.info.hdr && zscale)
+            .with_colour(facts.colour)
     };
     let watermark = match (&spec.watermark, &assets.watermark) {
         (Some(wm), Some(frame)) => Some(WatermarkPlacement::new(

@@ -58,6 +58,9 @@ impl MainSource {
             size = input.size,
             container = %facts.info.container,
             codec = %facts.info.video_codec,
+            matrix = ?facts.colour.matrix,
+            matrix_guessed = facts.colour.guessed,
+            full_range = facts.colour.full_range,
             "opened input"
         );
         Ok(MainSource {

@@ -63,12 +63,22 @@ pub struct Decoded {
     pub pix_fmt: format::Pixel,
     pub color_range: ffmpeg_next::color::Range,
     pub color_space: ffmpeg_next::color::Space,
+    pub color_primaries: ffmpeg_next::color::Primaries,
+    pub color_transfer: ffmpeg_next::color::TransferCharacteristic,
     pub frame_rate: f64,
     pub frames: Vec<VideoFrame>,
     /// End of the last frame, in seconds.
     pub duration: f64,
     pub audio: Option<AudioTrack>,
 }
+
+/// A frame's colour tags: range, matrix, primaries, transfer.
+type Colour = (
+    ffmpeg_next::color::Range,
+    ffmpeg_next::color::Space,
+    ffmpeg_next::color::Primaries,
+    ffmpeg_next::color::TransferCharacteristic,
+);
 
 /// Decodes every frame of every stream; panics on any decode error.
 pub fn decode(path: &Path) -> Decoded {
@@ -100,13 +110,7 @@ pub fn decode(path: &Path) -> Decoded {
     let mut vf = frame::Video::empty();
     let mut af = frame::Audio::empty();
     let mut audio_end = 0f64;
-    let mut first: Option<(
-        u32,
-        u32,
-        format::Pixel,
-        ffmpeg_next::color::Range,
-        ffmpeg_next::color::Space,
-    )> = None;
+    let mut first: Option<(u32, u32, format::Pixel, Colour)> = None;
     let mut push_video = |dec: &mut ffmpeg_next::decoder::Video, frames: &mut Vec<VideoFrame>| {
         while dec.receive_frame(&mut vf).is_ok() {
             assert!(!vf.is_corrupt(), "a corrupt frame in {}", path.display());
@@ -115,7 +119,17 @@ pub fn decode(path: &Path) -> Decoded {
                 time: t,
                 key: vf.is_key(),
             });
-            first.get_or_insert((vf.width(), vf.height(), vf.format(), vf.color_range(), vf.color_space()));
+            first.get_or_insert((
+                vf.width(),
+                vf.height(),
+                vf.format(),
+                (
+                    vf.color_range(),
+                    vf.color_space(),
+                    vf.color_primaries(),
+                    vf.color_transfer_characteristic(),
+                ),
+            ));
         }
     };
     for (stream, packet) in ictx.packets() {
@@ -135,7 +149,8 @@ pub fn decode(path: &Path) -> Decoded {
     vdec.send_eof().expect("eof");
     push_video(&mut vdec, &mut frames);
     frames.sort_by(|a, b| a.time.total_cmp(&b.time));
-    let (width, height, pix_fmt, color_range, color_space) = first.expect("at least one frame");
+    let (width, height, pix_fmt, (color_range, color_space, color_primaries, color_transfer)) =
+        first.expect("at least one frame");
     let duration = frames.last().map_or(0.0, |f| f.time + 1.0 / frame_rate);
     let audio = adec.map(|d| AudioTrack {
         codec: d.id().name().to_owned(),
@@ -152,6 +167,8 @@ pub fn decode(path: &Path) -> Decoded {
         pix_fmt,
         color_range,
         color_space,
+        color_primaries,
+        color_transfer,
         frame_rate,
         frames,
         duration,
@@ -186,6 +203,22 @@ impl Picture {
             to(yn + 1.5748 * cr),
             to(yn - 0.1873 * cb - 0.4681 * cr),
             to(yn + 1.8556 * cb),
+        ]
+    }
+
+    /// The coded Y', Cb and Cr at (x, y) of a 4:2:0 picture, untouched.
+    pub fn ycbcr(&self, x: u32, y: u32) -> [u8; 3] {
+        let f = &self.0;
+        assert!(
+            matches!(f.format(), format::Pixel::YUV420P | format::Pixel::YUVJ420P),
+            "unexpected pixel format {:?}",
+            f.format()
+        );
+        let (x, y) = (x as usize, y as usize);
+        [
+            f.data(0)[y * f.stride(0) + x],
+            f.data(1)[(y / 2) * f.stride(1) + x / 2],
+            f.data(2)[(y / 2) * f.stride(2) + x / 2],
         ]
     }
 
