@@ -160,7 +160,10 @@ async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
     let stub = Ec2Stub::start();
     let id = stack.submit("long-40s.mp4").await;
     let env = stub.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A slow encode: the job must not be able to finish before the
+    // reclaim, however soon after its start the notice is seen.
+    env.push(("RENDITION_PRESET", "veryslow"));
     let mut worker = stack.spawn_binary("spot", &env);
     wait_status(&stack, id, "processing").await;
 
