@@ -29,17 +29,15 @@ mapfile -t REFS < <(benches/make-reference.sh)
 OUT="$(mktemp -d)"
 trap 'rm -rf -- "$OUT"' EXIT
 
-# What a team would run: the same geometry and logo as vidworker's default
-# rendition (logo 10 % of the width, 24 px from the bottom-right corner,
-# 85 % opaque), scale with FFmpeg's defaults (no colour conversion).
-FILTER="[0:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2:black,setsar=1[s];[1:v]format=rgba,scale=128:-1:flags=lanczos,colorchannelmixer=aa=0.85[w];[s][w]overlay=W-w-24:H-h-24:format=yuv420,format=yuv420p[v]"
-export BIN LOGO FILTER OUT
+# shellcheck source=benches/cli-rendition.sh
+source "$ROOT/benches/cli-rendition.sh"
+export BIN LOGO OUT
 
 python3 - "$RUNS" "$FIXTURES" "${REFS[@]}" <<'PY'
 import os, re, statistics, subprocess, sys
 
 runs, fixtures, refs = int(sys.argv[1]), sys.argv[2] == "--fixtures", sys.argv[3:]
-BIN, LOGO, FILTER, OUT = (os.environ[k] for k in ("BIN", "LOGO", "FILTER", "OUT"))
+BIN, LOGO, FILTER, OUT = (os.environ[k] for k in ("BIN", "LOGO", "CLI_FILTER", "OUT"))
 
 def cli(src, out, t=30, fps=None):
     chain = FILTER if fps is None else FILTER.replace("[0:v]", f"[0:v]fps={fps},", 1)

@@ -72,11 +72,11 @@ failed=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM videos WHERE id IN (${l
 [[ "$failed" -eq 0 ]] || { echo "error: $failed videos failed" >&2; exit 1; }
 concurrency=$(grep -o '"concurrency":[0-9]*' "$OUT/worker.log" | head -1 | cut -d: -f2)
 
-FILTER="[0:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2:black,setsar=1[s];[1:v]format=rgba,scale=128:-1:flags=lanczos,colorchannelmixer=aa=0.85[w];[s][w]overlay=W-w-24:H-h-24:format=yuv420,format=yuv420p[v]"
+# shellcheck source=benches/cli-rendition.sh
+source "$ROOT/benches/cli-rendition.sh"
 start=$(date +%s.%N)
 for f in "${files[@]}"; do
-    ffmpeg -nostdin -y -v error -i "$f" -i "$LOGO" -t 30 -filter_complex "$FILTER" -map "[v]" -an \
-        -c:v libx264 -preset medium -crf 23 -profile:v high -g 60 -pix_fmt yuv420p -movflags +faststart "$OUT/cli.mp4"
+    cli_rendition "$f" "$LOGO" "$OUT/cli.mp4"
 done
 cli_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 

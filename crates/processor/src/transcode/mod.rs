@@ -141,17 +141,7 @@ pub fn process(
     let (frames, has_audio) = (mux.frames, mux.has_audio());
     drop(mux);
 
-    let bytes = std::fs::metadata(partial.path()).map_err(out_err)?.len();
-    let poster = match &finished.poster {
-        Some(picture) => Some(write_poster(picture, output)?),
-        None => None,
-    };
-    if let Err(e) = partial.persist(output) {
-        if let Some(p) = &poster {
-            let _ = std::fs::remove_file(p);
-        }
-        return Err(out_err(e.error));
-    }
+    let (bytes, poster) = put_in_place(partial, finished.poster.as_ref(), output)?;
     let duration = Duration::from_secs_f64(frames as f64 / rate.as_f64());
     let elapsed = started.elapsed();
     Ok(Report {
@@ -170,6 +160,32 @@ pub fn process(
         input_bytes_read: main.input.bytes_read(),
         poster,
     })
+}
+
+/// Moves the finished rendition into place at `output`, its poster (if
+/// any) beside it; returns the rendition's size and the poster's path. On
+/// an error neither is left behind.
+fn put_in_place(
+    partial: tempfile::NamedTempFile,
+    poster: Option<&frame::Video>,
+    output: &Path,
+) -> Result<(u64, Option<PathBuf>)> {
+    let out_err = |source: io::Error| Error::OutputIo {
+        path: output.to_owned(),
+        source,
+    };
+    let bytes = std::fs::metadata(partial.path()).map_err(out_err)?.len();
+    let poster = match poster {
+        Some(picture) => Some(write_poster(picture, output)?),
+        None => None,
+    };
+    if let Err(e) = partial.persist(output) {
+        if let Some(p) = &poster {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(out_err(e.error));
+    }
+    Ok((bytes, poster))
 }
 
 /// Writes the poster beside `output` (its `.jpg` sibling), through a
