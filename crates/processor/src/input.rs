@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use ffmpeg_next::format::context::{Input, StreamIo};
 use ffmpeg_next::format::stream::Disposition;
-use ffmpeg_next::{Dictionary, media};
+use ffmpeg_next::{Dictionary, Packet, media};
 
 use crate::control::Budget;
 use crate::error::{Error, Result};
@@ -134,6 +134,17 @@ impl OpenedInput {
     /// The index of the best audio stream, if any.
     pub fn best_audio_stream(&self) -> Option<usize> {
         self.ctx.streams().best(media::Type::Audio).map(|s| s.index())
+    }
+
+    /// Reads the next packet into `packet`, releasing the one it held.
+    ///
+    /// `av_read_frame` fills its argument as if it were blank, and
+    /// ffmpeg-next's `Packet::read` does not release what the packet held:
+    /// a packet reused across reads leaks every packet's data. That cost
+    /// 56 MiB per 30 s job at 15 Mb/s, for the life of a worker process.
+    pub fn read_packet(&mut self, packet: &mut Packet) -> Result<(), ffmpeg_next::Error> {
+        *packet = Packet::empty();
+        packet.read(&mut self.ctx)
     }
 
     /// How many bytes of the file FFmpeg has read so far.

@@ -281,7 +281,7 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         let mut packets_after_video = 0u32;
         let read_error = loop {
             self.budget.check_for(&self.input)?;
-            match packet.read(&mut main.input.ctx) {
+            match main.input.read_packet(&mut packet) {
                 Ok(()) => {}
                 Err(ffmpeg_next::Error::Eof) => break None,
                 Err(e) => {

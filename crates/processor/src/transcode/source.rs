@@ -264,7 +264,7 @@ impl Clip {
             if self.eof {
                 return Ok(None);
             }
-            match packet.read(&mut self.input.ctx) {
+            match self.input.read_packet(&mut packet) {
                 Ok(()) if packet.stream() == self.facts.video_index => {
                     // A damaged packet is skipped, like the main input's.
                     let _ = self.decoder.send_packet(&packet);
