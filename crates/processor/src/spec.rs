@@ -188,7 +188,11 @@ pub struct RenditionSpec {
     pub max_fps: u32,
     /// The longest interval between two keyframes.
     pub keyframe_interval: Duration,
-    /// Threads for decoding and encoding each; 0 lets FFmpeg choose.
+    /// How many cores the job may use; 0: all of them (FFmpeg's and x264's
+    /// automatic thread counts). x264 gets 1.5 threads per core, as its
+    /// own automatic count does; the filter graph and a heavy source's
+    /// decoder one per core (up to 1080p30 H.264 decodes on one thread:
+    /// see `transcode::source`).
     pub threads: u32,
     /// Also write a poster: a JPEG of one frame of the rendition (see
     /// [`process`](crate::process)).

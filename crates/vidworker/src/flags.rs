@@ -166,7 +166,8 @@ pub struct RenditionArgs {
         value_name = "SECONDS"
     )]
     pub keyframe_interval: f64,
-    /// Threads for decoding and for encoding each; 0 lets FFmpeg choose.
+    /// Cores one job may use (x264 gets 1.5 threads per core); 0: all of
+    /// them for `process`, the job's share of them for `run`.
     #[arg(long, env = "RENDITION_THREADS", default_value_t = spec().threads)]
     pub threads: u32,
     #[command(flatten)]

@@ -7,6 +7,7 @@
 //! index.
 
 mod assets;
+mod encode;
 mod mux;
 mod poster;
 mod rate;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use ffmpeg_next::{Packet, Rational, frame};
 
 use self::assets::{Assets, CardAsset};
+use self::encode::EncodeThread;
 use self::mux::Muxer;
 use self::poster::PosterPicker;
 use self::source::MainSource;
@@ -114,7 +116,7 @@ pub fn process(
         .suffix(".mp4.part")
         .tempfile_in(parent_dir(output))
         .map_err(out_err)?;
-    let mut mux = Muxer::create(partial.path(), output, spec, rate, plan.audio_end.is_some())?;
+    let mux = Muxer::create(partial.path(), output, spec, rate, plan.audio_end.is_some())?;
     let expected = expected_duration(&main.facts.info, spec);
     let intro = spec.intro.as_ref().map_or(Duration::ZERO, |c| c.duration);
     let outro = spec.outro.as_ref().map_or(Duration::ZERO, |c| c.duration);
@@ -128,7 +130,7 @@ pub fn process(
         assets,
         plan,
         graph: None,
-        mux: &mut mux,
+        encode: EncodeThread::start(mux)?,
         progress: &mut progress,
         expected,
         threads: spec.threads,
@@ -137,6 +139,7 @@ pub fn process(
         poster,
     }
     .run(&mut main)?;
+    let mut mux = finished.mux;
     mux.finish()?;
     let (frames, has_audio) = (mux.frames, mux.has_audio());
     drop(mux);
@@ -212,6 +215,8 @@ struct Finished {
     decode_errors: u64,
     /// The poster's picture, if one was asked for.
     poster: Option<frame::Video>,
+    /// The muxer, everything encoded but not yet flushed.
+    mux: Muxer,
 }
 
 /// The directory a file is in (`.` for a bare name).
@@ -230,14 +235,14 @@ fn expected_duration(info: &MediaInfo, spec: &RenditionSpec) -> Duration {
 }
 
 /// One transcode in flight: the graph (built at the first frame), the
-/// muxer and the caller's progress callback.
+/// encoding thread and the caller's progress callback.
 struct Pipeline<'a, P: FnMut(Progress)> {
     budget: &'a Budget,
     input: PathBuf,
     assets: Assets,
     plan: Plan,
     graph: Option<Graph>,
-    mux: &'a mut Muxer,
+    encode: EncodeThread,
     progress: &'a mut P,
     expected: Duration,
     threads: u32,
@@ -268,6 +273,7 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         Ok(Finished {
             decode_errors: main.decode_errors,
             poster: self.poster.and_then(PosterPicker::into_picture),
+            mux: self.encode.finish()?,
         })
     }
 
@@ -561,18 +567,17 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         let Some(graph) = self.graph.as_mut() else {
             return Ok(());
         };
-        let mut vf = frame::Video::empty();
-        let mut af = frame::Audio::empty();
         loop {
             let mut moved = false;
             if !self.video_out_done {
+                let mut vf = frame::Video::empty();
                 match graph.pull(pad::OUT_V, &mut vf) {
                     Ok(true) => {
                         if let Some(picker) = self.poster.as_mut().filter(|p| !p.done()) {
-                            picker.offer(&vf, self.mux.frames as f64 / self.plan.rate.as_f64());
+                            picker.offer(&vf, self.encode.frames as f64 / self.plan.rate.as_f64());
                         }
-                        self.mux.write_video(&mut vf)?;
-                        let frames = self.mux.frames;
+                        self.encode.video(vf)?;
+                        let frames = self.encode.frames;
                         let position = Duration::from_secs_f64(frames as f64 / self.plan.rate.as_f64());
                         (self.progress)(Progress {
                             frames,
@@ -588,9 +593,10 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
                 }
             }
             if self.plan.audio_end.is_some() && !self.audio_out_done {
+                let mut af = frame::Audio::empty();
                 match graph.pull(pad::OUT_A, &mut af) {
                     Ok(true) => {
-                        self.mux.write_audio(&af)?;
+                        self.encode.audio(af)?;
                         moved = true;
                     }
                     Ok(false) => {}
