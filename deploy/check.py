@@ -15,7 +15,7 @@ failure) and exits non-zero when any check fails:
 - names shared by the role, the group and the user data agree;
 - the queue settings equal what `vidworker queue-init` creates (run against
   a throwaway moto server; needs the binary: VIDWORKER_BIN, default
-  target/debug/vidworker);
+  $CARGO_TARGET_DIR/debug/vidworker, else target/debug/vidworker);
 - the stop timeout covers SHUTDOWN_GRACE, and the lifecycle hook covers the stop;
 - deploy/user-data.sh is the template's user data, and the unit it embeds is
   deploy/vidworker.service, byte for byte;
@@ -48,7 +48,8 @@ TEMPLATE = DEPLOY / "cloudformation.yaml"
 UNIT = DEPLOY / "vidworker.service"
 USER_DATA = DEPLOY / "user-data.sh"
 VENV_BIN = Path(sys.executable).parent
-DEFAULT_BIN = ROOT / "target" / "debug" / "vidworker"
+# Cargo's own target directory, wherever CARGO_TARGET_DIR puts it.
+DEFAULT_BIN = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "vidworker"
 
 # EC2 refuses user data above 16 KB (before base64).
 USER_DATA_LIMIT = 16 * 1024
