@@ -289,8 +289,8 @@ impl Clip {
 /// also filters, while x264's threads keep the other cores busy: on the
 /// reference job (benches/compare-ffmpeg.sh) it was as fast, used less CPU
 /// and 20 MiB less memory. Heavier sources (HEVC and other codecs, higher
-/// resolutions or frame rates, an unknown rate) keep FFmpeg's automatic
-/// count: a single thread made the 4K60 fixture 28 % slower.
+/// resolutions or frame rates, an unknown rate) get a thread per core of
+/// the job: a single thread made the 4K60 fixture 28 % slower.
 fn decoder_threads(cores: u32, info: &probe::MediaInfo) -> u32 {
     const LIGHT: f64 = 1920.0 * 1080.0 * 30.0 * 1.01;
     let fps = info.frame_rate.map_or(f64::INFINITY, |f| f.as_f64());
