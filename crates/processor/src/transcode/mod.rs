@@ -567,16 +567,19 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         let Some(graph) = self.graph.as_mut() else {
             return Ok(());
         };
+        // A frame handed to the encoder goes with it; a new one is made
+        // only then, not for every pull that finds nothing.
+        let mut vf = frame::Video::empty();
+        let mut af = frame::Audio::empty();
         loop {
             let mut moved = false;
             if !self.video_out_done {
-                let mut vf = frame::Video::empty();
                 match graph.pull(pad::OUT_V, &mut vf) {
                     Ok(true) => {
                         if let Some(picker) = self.poster.as_mut().filter(|p| !p.done()) {
                             picker.offer(&vf, self.encode.frames as f64 / self.plan.rate.as_f64());
                         }
-                        self.encode.video(vf)?;
+                        self.encode.video(std::mem::replace(&mut vf, frame::Video::empty()))?;
                         let frames = self.encode.frames;
                         let position = Duration::from_secs_f64(frames as f64 / self.plan.rate.as_f64());
                         (self.progress)(Progress {
@@ -593,10 +596,9 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
                 }
             }
             if self.plan.audio_end.is_some() && !self.audio_out_done {
-                let mut af = frame::Audio::empty();
                 match graph.pull(pad::OUT_A, &mut af) {
                     Ok(true) => {
-                        self.encode.audio(af)?;
+                        self.encode.audio(std::mem::replace(&mut af, frame::Audio::empty()))?;
                         moved = true;
                     }
                     Ok(false) => {}
