@@ -464,6 +464,22 @@ fn the_poster_is_a_720p_jpeg_of_the_rendition_past_a_black_opening() {
 }
 
 #[test]
+fn the_poster_shows_the_colours_of_the_video_in_a_jpeg_viewer() {
+    // A JPEG is read as BT.601 full range (JFIF); the rendition is BT.709
+    // TV range. Pure red and green must stay pure in both, and 720x480
+    // (3:2) keeps black bars.
+    for (name, bar) in [("colour-untagged-hd.mp4", None), ("colour-bt601-sd.mp4", Some(40))] {
+        let (_dir, _, report) = render(&fixture(name), &fast());
+        let p = picture_at(&report.poster.expect("a poster"), 0.0);
+        assert_close(p.rgb(400, 360), [255, 0, 0], 6, &format!("{name}: red on the poster"));
+        assert_close(p.rgb(880, 360), [0, 255, 0], 6, &format!("{name}: green on the poster"));
+        if let Some(x) = bar {
+            assert_close(p.rgb(x, 360), BLACK, 6, &format!("{name}: the bar on the poster"));
+        }
+    }
+}
+
+#[test]
 fn the_poster_of_a_portrait_clip_is_upright_and_pillarboxed() {
     let (_dir, _, report) = render(&fixture("portrait-rotated.mp4"), &fast());
     let p = picture_at(&report.poster.expect("a poster"), 0.0);

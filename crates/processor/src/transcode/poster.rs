@@ -135,11 +135,12 @@ fn luma_stats(frame: &frame::Video) -> (f64, f64) {
     (mean, (squares / n - mean * mean).max(0.0).sqrt())
 }
 
-/// Writes a TV-range yuv420p frame as a baseline JPEG (full range, as JPEG
-/// viewers expect) at `path`.
+/// Writes a BT.709 TV-range yuv420p frame (what the encoder gets) as a
+/// baseline JPEG at `path`, in the colours JPEG viewers assume: BT.601
+/// full range (JFIF).
 pub(super) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<()> {
     let fail = |stage: &'static str| move |e: ffmpeg_next::Error| Error::internal(path, stage, e);
-    let full = to_full_range(picture);
+    let full = to_jfif(picture);
     let mjpeg = encoder::find(codec::Id::MJPEG).ok_or_else(|| Error::Internal {
         path: path.to_owned(),
         stage: "finding the JPEG encoder",
@@ -153,6 +154,8 @@ pub(super) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<()> {
     ctx.set_width(full.width());
     ctx.set_height(full.height());
     ctx.set_format(format::Pixel::YUVJ420P);
+    ctx.set_colorspace(ffmpeg_next::color::Space::BT470BG);
+    ctx.set_color_range(ffmpeg_next::color::Range::JPEG);
     ctx.set_time_base(Rational::new(1, 1));
     ctx.set_flags(codec::Flags::QSCALE);
     ctx.set_global_quality(JPEG_QSCALE * ffmpeg_next::ffi::FF_QP2LAMBDA);
@@ -170,34 +173,75 @@ pub(super) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<()> {
     })
 }
 
-/// The same picture in full range (yuvj420p).
-fn to_full_range(picture: &frame::Video) -> frame::Video {
-    let (w, h) = (picture.width(), picture.height());
-    let mut full = frame::Video::new(format::Pixel::YUVJ420P, w, h);
-    full.set_pts(Some(0));
-    let luma = |v: u8| ((f64::from(v) - 16.0) * 255.0 / 219.0).round().clamp(0.0, 255.0) as u8;
-    let chroma = |v: u8| {
-        ((f64::from(v) - 128.0) * 255.0 / 224.0 + 128.0)
-            .round()
-            .clamp(0.0, 255.0) as u8
-    };
-    for (plane, (pw, ph), map) in [
-        (0, (w, h), &luma as &dyn Fn(u8) -> u8),
-        (1, (w.div_ceil(2), h.div_ceil(2)), &chroma),
-        (2, (w.div_ceil(2), h.div_ceil(2)), &chroma),
-    ] {
-        let (src_stride, dst_stride) = (picture.stride(plane), full.stride(plane));
-        let src = picture.data(plane);
-        let dst = full.data_mut(plane);
-        for y in 0..ph as usize {
-            let from = &src[y * src_stride..y * src_stride + pw as usize];
-            let to = &mut dst[y * dst_stride..y * dst_stride + pw as usize];
-            for (d, s) in to.iter_mut().zip(from) {
-                *d = map(*s);
+/// The picture converted from BT.709 TV range to JFIF's colours: BT.601
+/// matrix, full range (yuvj420p).
+///
+/// JFIF fixes the matrix at BT.601 and browsers, image viewers and
+/// libjpeg decode every baseline JPEG that way, whatever the file says.
+/// Widening the range alone would keep BT.709 values that viewers then
+/// read as BT.601: pure red came out as (233, 0, 2). swscale cannot do it: its YUV-to-YUV path changes
+/// the range but ignores the matrix.
+///
+/// Both matrices keep gray gray, so the new chroma depends only on the old
+/// chroma, and one 2x2 block's chroma stays one value (the subsampling is
+/// unchanged). Each pixel's new luma takes the chroma of its block.
+fn to_jfif(picture: &frame::Video) -> frame::Video {
+    let (w, h) = (picture.width() as usize, picture.height() as usize);
+    let mut out = frame::Video::new(format::Pixel::YUVJ420P, w as u32, h as u32);
+    out.set_pts(Some(0));
+    let m = bt709_to_bt601();
+    // Chroma first: normalised (-0.5..0.5) BT.709 values per block, kept
+    // for the luma pass.
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut chroma = vec![(0f32, 0f32); cw * ch];
+    let (cb_stride, cr_stride) = (picture.stride(1), picture.stride(2));
+    let (cb_in, cr_in) = (picture.data(1), picture.data(2));
+    for y in 0..ch {
+        for x in 0..cw {
+            let tv = |v: u8| (f32::from(v) - 128.0) / 224.0;
+            chroma[y * cw + x] = (tv(cb_in[y * cb_stride + x]), tv(cr_in[y * cr_stride + x]));
+        }
+    }
+    let full = |v: f32| (v * 255.0).round().clamp(0.0, 255.0) as u8;
+    for plane in [1, 2] {
+        let stride = out.stride(plane);
+        let row = m[plane];
+        let data = out.data_mut(plane);
+        for y in 0..ch {
+            for x in 0..cw {
+                let (cb, cr) = chroma[y * cw + x];
+                data[y * stride + x] = full(row[1] * cb + row[2] * cr + 0.5);
             }
         }
     }
-    full
+    let (y_stride, out_stride) = (picture.stride(0), out.stride(0));
+    let luma_in = picture.data(0);
+    let luma_out = out.data_mut(0);
+    for y in 0..h {
+        for x in 0..w {
+            let (cb, cr) = chroma[(y / 2) * cw + x / 2];
+            let luma = (f32::from(luma_in[y * y_stride + x]) - 16.0) / 219.0;
+            luma_out[y * out_stride + x] = full(luma + m[0][1] * cb + m[0][2] * cr);
+        }
+    }
+    out
+}
+
+/// The matrix from normalised BT.709 Y'CbCr (Y' 0..1, Cb and Cr
+/// -0.5..0.5) to normalised BT.601 Y'CbCr, through R'G'B' (ITU-R BT.709
+/// and BT.601 luma coefficients).
+fn bt709_to_bt601() -> [[f32; 3]; 3] {
+    let convert = |[y, cb, cr]: [f32; 3]| {
+        let (kr, kb) = (0.2126, 0.0722);
+        let r = y + 2.0 * (1.0 - kr) * cr;
+        let b = y + 2.0 * (1.0 - kb) * cb;
+        let g = (y - kr * r - kb * b) / (1.0 - kr - kb);
+        let (kr, kb) = (0.299, 0.114);
+        let y = kr * r + (1.0 - kr - kb) * g + kb * b;
+        [y, (b - y) / (2.0 * (1.0 - kb)), (r - y) / (2.0 * (1.0 - kr))]
+    };
+    let columns = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]].map(convert);
+    std::array::from_fn(|row| std::array::from_fn(|col| columns[col][row]))
 }
 
 #[cfg(test)]
@@ -265,6 +309,22 @@ mod tests {
         let poster = picker.into_picture().expect("a poster");
         let (mean, spread) = luma_stats(&poster);
         assert!(spread > MIN_SPREAD && mean > MIN_MEAN, "{mean} {spread}");
+    }
+
+    #[test]
+    fn the_matrix_keeps_gray_and_moves_a_709_red_to_the_601_red() {
+        let m = bt709_to_bt601();
+        let apply = |v: [f32; 3]| -> [f32; 3] { std::array::from_fn(|r| (0..3).map(|c| m[r][c] * v[c]).sum()) };
+        // Gray stays gray: the new luma and chroma ignore nothing else.
+        let gray = apply([0.5, 0.0, 0.0]);
+        assert!(
+            gray.iter().zip([0.5, 0.0, 0.0]).all(|(g, w)| (g - w).abs() < 1e-6),
+            "{gray:?}"
+        );
+        // Pure red: BT.709 (0.2126, -0.1146, 0.5) is BT.601 (0.299, -0.1687, 0.5).
+        let red = apply([0.2126, -0.114_572, 0.5]);
+        let want = [0.299, -0.168_736, 0.5];
+        assert!(red.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-4), "{red:?}");
     }
 
     #[test]

@@ -180,8 +180,8 @@ pub fn decode(path: &Path) -> Decoded {
 pub struct Picture(frame::Video);
 
 impl Picture {
-    /// The colour at (x, y), converted from BT.709 YUV 4:2:0, limited
-    /// range (video) or full range (yuvj420p: a JPEG).
+    /// The colour at (x, y) as a viewer shows it: a video (yuv420p) as
+    /// BT.709 TV range, a JPEG (yuvj420p) as JFIF says, BT.601 full range.
     pub fn rgb(&self, x: u32, y: u32) -> [u8; 3] {
         let f = &self.0;
         let full = match f.format() {
@@ -199,11 +199,19 @@ impl Picture {
             ((yv - 16.0) / 219.0, (u - 128.0) / 224.0, (v - 128.0) / 224.0)
         };
         let to = |c: f64| (c * 255.0).round().clamp(0.0, 255.0) as u8;
-        [
-            to(yn + 1.5748 * cr),
-            to(yn - 0.1873 * cb - 0.4681 * cr),
-            to(yn + 1.8556 * cb),
-        ]
+        if full {
+            [
+                to(yn + 1.402 * cr),
+                to(yn - 0.344_136 * cb - 0.714_136 * cr),
+                to(yn + 1.772 * cb),
+            ]
+        } else {
+            [
+                to(yn + 1.5748 * cr),
+                to(yn - 0.1873 * cb - 0.4681 * cr),
+                to(yn + 1.8556 * cb),
+            ]
+        }
     }
 
     /// The coded Y', Cb and Cr at (x, y) of a 4:2:0 picture, untouched.
