@@ -5,7 +5,7 @@
 #
 #   scripts/local-stack.sh start    # create (once) and start both, wait until they answer
 #   eval "$(scripts/local-stack.sh env)"
-#   scripts/local-stack.sh status
+#   scripts/local-stack.sh status   # exit 0 when both answer, 3 otherwise
 #   scripts/local-stack.sh stop
 #
 # Ports: PGPORT (default 55432) and MOTO_PORT (default 5000). Use the same
@@ -144,14 +144,15 @@ pg_status() {
     if pg_running; then
         if pg_answers; then
             echo "postgres: running, answering on 127.0.0.1:$PGPORT (data $PGDATA)"
-        else
-            echo "postgres: running (data $PGDATA) but not answering on 127.0.0.1:$PGPORT"
+            return 0
         fi
+        echo "postgres: running (data $PGDATA) but not answering on 127.0.0.1:$PGPORT"
     elif [[ -f "$PGDATA/PG_VERSION" ]]; then
         echo "postgres: stopped (data $PGDATA)"
     else
         echo "postgres: not created yet"
     fi
+    return 3
 }
 
 # --- moto -------------------------------------------------------------------
@@ -235,12 +236,13 @@ moto_status() {
     if pid="$(moto_pid)"; then
         if moto_answers; then
             echo "moto: running (pid $pid), answering on 127.0.0.1:$MOTO_PORT"
-        else
-            echo "moto: running (pid $pid) but not answering on 127.0.0.1:$MOTO_PORT"
+            return 0
         fi
+        echo "moto: running (pid $pid) but not answering on 127.0.0.1:$MOTO_PORT"
     else
         echo "moto: stopped"
     fi
+    return 3
 }
 
 print_env() {
@@ -266,8 +268,12 @@ case "${1:-}" in
         pg_stop
         ;;
     status)
-        pg_status
-        moto_status
+        # Exit status 0 only when both answer, 3 otherwise (as LSB's
+        # "program is not running"), so scripts can test it.
+        rc=0
+        pg_status || rc=$?
+        moto_status || rc=$?
+        exit "$rc"
         ;;
     env) print_env ;;
     *)
