@@ -378,7 +378,8 @@ impl TerminationArgs {
 #[derive(Clone, Debug, clap::Args)]
 #[command(next_help_heading = "Worker")]
 pub struct WorkerArgs {
-    /// Jobs transcoding at once [default: one per 4 cores, at least 1].
+    /// Jobs transcoding at once [default: one per core, at most one per
+    /// 512 MiB of memory, at least 1]. 1 gives a lone job every core.
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Jobs taken beyond those transcoding: they download while the others

@@ -112,9 +112,46 @@ fn default_worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// One job per four cores, at least one.
+/// Memory one job may need at its peak: the reference upload (1080p30,
+/// 15 Mb/s) peaks at 245 MiB per job with one thread each (490 MiB for
+/// two, `benches/worker-throughput.sh`), 4K sources more; twice that is
+/// left for the rest.
+const MEMORY_PER_JOB: u64 = 512 << 20;
+
+/// One job per core, each with one core's threads, as long as the memory
+/// holds `MEMORY_PER_JOB` per job; at least one.
+///
+/// Measured on 2 cores, `benches/worker-throughput.sh 4`, videos per hour
+/// against the CLI back to back (1 Dec 2026): one job with both cores
+/// 0.86x, 0.87x, 0.97x; two jobs of one core each 1.01x, 1.07x, 1.11x,
+/// 1.15x, with 8 % less CPU per video. Frame-threaded x264 spends more
+/// CPU per frame, and a job's start (open, lookahead filling) and end
+/// (draining, faststart, upload) leave cores idle that the other job
+/// fills. The price is latency: a lone job on an idle machine uses one
+/// core. WORKER_CONCURRENCY=1 gives it every core. Machines with 4 and 8
+/// cores were not available to measure; the same reasons hold there.
 pub fn default_concurrency() -> usize {
-    (cores() / 4).max(1)
+    concurrency_for(cores(), total_memory())
+}
+
+fn concurrency_for(cores: usize, memory: Option<u64>) -> usize {
+    let by_memory = memory.map_or(usize::MAX, |bytes| (bytes / MEMORY_PER_JOB) as usize);
+    cores.min(by_memory).max(1)
+}
+
+/// The machine's memory (MemTotal), or its cgroup's limit if lower.
+fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
+        * 1024;
+    // cgroup v2: "max" or a number of bytes.
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Some(limit.map_or(total, |l| l.min(total)))
 }
 
 fn cores() -> usize {
@@ -195,8 +232,23 @@ mod tests {
     fn defaults_are_valid_and_give_each_job_its_share_of_the_cores() {
         let s = WorkerSettings::default().validated().expect("defaults validate");
         assert!(s.spec.threads >= 1);
+        assert!(s.concurrency >= 1 && s.concurrency <= cores());
+        assert_eq!(s.spec.threads as usize, (cores() / s.concurrency).max(1));
         assert_eq!(s.visibility_timeout, Duration::from_secs(900));
         assert!(s.worker_id.ends_with(&format!(":{}", std::process::id())));
+    }
+
+    #[test]
+    fn one_job_per_core_while_the_memory_holds_them() {
+        const GIB: u64 = 1 << 30;
+        // A t3.small: 2 vCPUs, 2 GiB.
+        assert_eq!(concurrency_for(2, Some(2 * GIB)), 2);
+        assert_eq!(concurrency_for(8, Some(32 * GIB)), 8);
+        // 8 cores in a 1 GiB container: two jobs.
+        assert_eq!(concurrency_for(8, Some(GIB)), 2);
+        assert_eq!(concurrency_for(2, Some(300 << 20)), 1);
+        assert_eq!(concurrency_for(4, None), 4);
+        assert!(total_memory().is_some_and(|m| m > 64 << 20), "/proc/meminfo read");
     }
 
     #[test]

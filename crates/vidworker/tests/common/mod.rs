@@ -481,6 +481,9 @@ impl Stack {
             ("WORKER_TEMP_DIR", self.work_dir.path().display().to_string()),
             ("RENDITION_PRESET", "veryfast".to_owned()),
             ("RENDITION_THREADS", "1".to_owned()),
+            // One job at a time unless a test says otherwise, whatever
+            // the machine's cores (the default is one per core).
+            ("WORKER_CONCURRENCY", "1".to_owned()),
             ("UNKNOWN_VIDEO_PATIENCE", "3".to_owned()),
             // Tests run many workers at once; those that look at the
             // endpoints give their own port.
