@@ -112,10 +112,10 @@ fn default_worker_id() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Memory one job may need at its peak: the reference upload (1080p30,
-/// 15 Mb/s) peaks at 245 MiB per job with one thread each (490 MiB for
-/// two, `benches/worker-throughput.sh`), 4K sources more; twice that is
-/// left for the rest.
+/// Memory one job may need at its peak: two jobs of the reference upload
+/// (1080p30, 15 Mb/s), one thread each, peak at 444 to 500 MiB for the
+/// whole worker (`benches/worker-throughput.sh`), 4K sources more; about
+/// twice that is left for the rest.
 const MEMORY_PER_JOB: u64 = 512 << 20;
 
 /// One job per core, each with one core's threads, as long as the memory
@@ -124,12 +124,13 @@ const MEMORY_PER_JOB: u64 = 512 << 20;
 /// Measured on 2 cores, `benches/worker-throughput.sh 4`, videos per hour
 /// against the CLI back to back (1 Dec 2026): one job with both cores
 /// 0.86x, 0.87x, 0.97x; two jobs of one core each 1.01x, 1.07x, 1.11x,
-/// 1.15x, with 8 % less CPU per video. Frame-threaded x264 spends more
-/// CPU per frame, and a job's start (open, lookahead filling) and end
-/// (draining, faststart, upload) leave cores idle that the other job
-/// fills. The price is latency: a lone job on an idle machine uses one
-/// core. WORKER_CONCURRENCY=1 gives it every core. Machines with 4 and 8
-/// cores were not available to measure; the same reasons hold there.
+/// 1.15x, with about 6 % less CPU per video (medians 34.5 s against
+/// 36.6 s). Frame-threaded x264 spends more CPU per frame, and a job's
+/// start (open, lookahead filling) and end (draining, faststart, upload)
+/// leave cores idle that the other job fills. The price is latency: a
+/// lone job on an idle machine uses one core. WORKER_CONCURRENCY=1 gives
+/// it every core. Machines with 4 and 8 cores were not available to
+/// measure; the same reasons should hold there.
 pub fn default_concurrency() -> usize {
     concurrency_for(cores(), total_memory())
 }

@@ -179,8 +179,8 @@ pub(super) fn write_jpeg(picture: &frame::Video, path: &Path) -> Result<()> {
 /// JFIF fixes the matrix at BT.601 and browsers, image viewers and
 /// libjpeg decode every baseline JPEG that way, whatever the file says.
 /// Widening the range alone would keep BT.709 values that viewers then
-/// read as BT.601: pure red came out as (233, 0, 2). swscale cannot do it: its YUV-to-YUV path changes
-/// the range but ignores the matrix.
+/// read as BT.601: pure red came out as (233, 0, 2). swscale cannot do
+/// it: its YUV-to-YUV path changes the range but ignores the matrix.
 ///
 /// Both matrices keep gray gray, so the new chroma depends only on the old
 /// chroma, and one 2x2 block's chroma stays one value (the subsampling is
