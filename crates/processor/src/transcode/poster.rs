@@ -196,9 +196,9 @@ fn to_jfif(picture: &frame::Video) -> frame::Video {
     let mut chroma = vec![(0f32, 0f32); cw * ch];
     let (cb_stride, cr_stride) = (picture.stride(1), picture.stride(2));
     let (cb_in, cr_in) = (picture.data(1), picture.data(2));
+    let tv = |v: u8| (f32::from(v) - 128.0) / 224.0;
     for y in 0..ch {
         for x in 0..cw {
-            let tv = |v: u8| (f32::from(v) - 128.0) / 224.0;
             chroma[y * cw + x] = (tv(cb_in[y * cb_stride + x]), tv(cr_in[y * cr_stride + x]));
         }
     }

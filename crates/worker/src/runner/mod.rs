@@ -317,11 +317,10 @@ impl Runner {
         let mut backoff = Duration::from_secs(1);
         loop {
             // Wait for a free slot before asking for work, so no message
-            // sits invisible waiting for one.
-            // Biased, the stop first: with a free slot both branches are
-            // ready, and an unbiased select picked the slot half the time,
-            // so a stopped worker kept long-polling (seen: 8 s before the
-            // drain with SHUTDOWN_GRACE=0).
+            // sits invisible waiting for one. The stop comes first (biased):
+            // with a slot free both branches are ready, and an unbiased
+            // select took the slot half the time, so a stopped worker kept
+            // long-polling (seen: 8 s before the drain, SHUTDOWN_GRACE=0).
             let first = tokio::select! {
                 biased;
                 () = shutdown.intake().cancelled() => return,
