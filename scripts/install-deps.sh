@@ -2,7 +2,8 @@
 # Installs what vidworker needs to build, test and try locally on Debian 12:
 # the FFmpeg development libraries, clang (for bindgen), PostgreSQL 15 server
 # binaries (used without a system service, see scripts/local-stack.sh and
-# crates/testkit) and the moto S3/SQS emulator in <repo>/.venv.
+# crates/testkit), the moto S3/SQS emulator in <repo>/.venv, and Chromium with
+# its WebDriver and Selenium, which play every rendition in the browser tests.
 #
 # Idempotent and fast when everything is already there: apt is only touched
 # when dpkg-query reports a missing package, and pip only when the pinned moto
@@ -21,12 +22,15 @@ FLASK_CORS_VERSION=6.0.5
 # cfn-lint for deploy/cloudformation.yaml.
 PROMETHEUS_CLIENT_VERSION=0.21.1
 CFN_LINT_VERSION=1.58.0
+# Drives Debian's chromium through chromium-driver (crates/testkit/browser.py).
+SELENIUM_VERSION=4.51.0
 PIP_REQUIREMENTS=(
     "moto[s3,sqs,sns]==$MOTO_VERSION"
     "flask==$FLASK_VERSION"
     "flask-cors==$FLASK_CORS_VERSION"
     "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
     "cfn-lint==$CFN_LINT_VERSION"
+    "selenium==$SELENIUM_VERSION"
 )
 
 APT_PACKAGES=(
@@ -39,6 +43,8 @@ APT_PACKAGES=(
     openssl
     shellcheck
     systemd
+    chromium
+    chromium-driver
 )
 
 step() { printf '==> %s\n' "$*"; }
@@ -85,12 +91,12 @@ else
     PYTHON="$(command -v python3)"
 fi
 
-want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION"
+want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION"
 have=""
 if [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/python" ]]; then
     have="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
 from importlib.metadata import version
-print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')}")
+print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')}")
 EOF
 )"
 fi

@@ -28,9 +28,14 @@
 //!   matching ones: answer an error, never answer, or hold the request or
 //!   its response until the test releases it ([`Action`]).
 //!
+//! The consumer of a rendition is a browser: [`browser::play`] plays one in
+//! headless Chromium, seeks in it as a viewer does and reports what the page
+//! saw.
+//!
 //! Requirements: PostgreSQL server binaries (`/usr/lib/postgresql/*/bin` or
-//! `$PG_BIN`) and moto in `<repo>/.venv` (or `$VIDWORKER_VENV`); the
-//! repository's `scripts/install-deps.sh` installs both.
+//! `$PG_BIN`), moto and Selenium in `<repo>/.venv` (or `$VIDWORKER_VENV`),
+//! Debian's `chromium` and `chromium-driver`; the repository's
+//! `scripts/install-deps.sh` installs them all.
 //!
 //! # Example
 //!
@@ -56,6 +61,7 @@
 //! // Dropping the handles stops both servers and removes their files.
 //! ```
 
+pub mod browser;
 mod moto;
 mod postgres;
 mod process;
