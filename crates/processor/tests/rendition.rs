@@ -59,10 +59,34 @@ fn a_1080p_clip_becomes_a_720p_h264_mp4_that_plays_at_once() {
     // settings into the stream).
     let settings = String::from_utf8_lossy(&bytes);
     assert!(
-        settings.contains("crf=23.0") && settings.contains("rc_lookahead=30 "),
+        settings.contains("crf=23.0") && settings.contains("rc_lookahead=30 ") && settings.contains("open_gop=0"),
         "x264 settings"
     );
     assert!(report.speed > 0.0);
+}
+
+/// A viewer's seek lands on a keyframe, and the player starts decoding
+/// there: every keyframe must be an IDR picture that starts a closed GOP,
+/// whatever the preset (an open GOP's B-frames reference the previous GOP,
+/// and Chrome stops with a decode error; see the browser tests).
+#[test]
+fn every_keyframe_of_every_preset_is_an_idr_starting_a_closed_gop() {
+    for preset in processor::PRESETS {
+        let spec = RenditionSpec {
+            preset: (*preset).to_owned(),
+            width: 320,
+            height: 180,
+            max_duration: Duration::from_secs(7),
+            poster: false,
+            ..RenditionSpec::default()
+        };
+        let (_dir, out, _) = render(&fixture("landscape-1080p-12s.mp4"), &spec);
+        let keys = assert_closed_gops(&out, preset);
+        assert!(
+            keys.len() >= 4,
+            "{preset}: keyframes at {keys:?}, want one at least every 2 s over 7 s"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use uuid::Uuid;
+use worker::config::WorkerSettings;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -76,6 +77,54 @@ async fn an_upload_becomes_a_processed_rendition_in_s3() {
     assert!(stack.dead_letters().await.is_empty());
     assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());
     assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// What viewers download: the recorded rendition and its poster, fetched
+/// from S3 by a browser (presigned GETs on moto, with byte ranges), play,
+/// seek to 37 % and 71 % and to the last second, and play to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_rendition_plays_and_seeks_in_a_browser_straight_from_s3() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    // A clip whose open GOPs broke the seek (before closed GOPs were set).
+    let id = stack.submit("portrait-phone-8s.mp4").await;
+    // The production rendition (x264 medium), not the tests' fast preset:
+    // what viewers get is what is played.
+    let settings = WorkerSettings {
+        spec: processor::RenditionSpec::default(),
+        ..stack.settings(1)
+    };
+    let worker = stack.spawn_worker(settings).await;
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    worker.stop().await;
+    let row = &rows[0];
+    assert_eq!(row.status, "processed", "error: {:?}", row.error);
+    let video = stack.presigned_url(row.processed_key.as_deref().expect("key")).await;
+    let poster = stack.presigned_url(row.poster_key.as_deref().expect("poster")).await;
+    assert!(video.starts_with(&stack.moto.endpoint()), "{video}");
+    // The default watermark's opaque orange point (see the processor's tests).
+    let point = (1128 + 38, 568 + 38);
+    let playback = tokio::task::spawn_blocking(move || testkit::browser::play(&video, Some(&poster), Some(point)))
+        .await
+        .expect("the harness thread")
+        .expect("the browser harness runs");
+    assert_eq!((playback.video_width, playback.video_height), (Some(1280), Some(720)));
+    assert!((playback.duration.expect("duration") - 8.0).abs() < 0.1, "{playback:?}");
+    playback.assert_played_through();
+    let poster = playback.poster.as_ref().expect("poster tried");
+    assert_eq!(
+        (poster.width, poster.height, poster.error.as_deref()),
+        (1280, 720, None)
+    );
+    let seek = playback.steps.iter().find(|s| s.step == "seek 37 %").expect("seeked");
+    let [r, g, b, _] = seek.pixel.expect("moto allows CORS, so the frame reads back");
+    // The logo's orange (242, 107, 29) at 85 % opacity over the moving
+    // picture: 85 % of each channel, plus up to 15 % of white beneath.
+    let blended = |got: u8, c: f64| (0.85 * c - 8.0..=0.85 * c + 38.25 + 8.0).contains(&f64::from(got));
+    assert!(
+        blended(r, 242.0) && blended(g, 107.0) && blended(b, 29.0),
+        "the watermark as the browser shows it: {:?}",
+        seek.pixel
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

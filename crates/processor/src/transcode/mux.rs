@@ -263,9 +263,19 @@ fn open_x264(
         count: (spec.threads + spec.threads / 2) as usize,
         ..Default::default()
     });
+    // Closed GOPs: every keyframe is an IDR that no later frame reaches
+    // behind, so a player that seeks to it can decode from there (Chrome
+    // stops with a decode error on an open GOP's keyframe; Apple's HLS rules
+    // require closed GOPs too). libx264's wrapper sets x264's open-gop
+    // unless this flag is set, and the codec's defaults set it (`+cgop`);
+    // `set_flags` replaces every flag, so it is named here, beside the
+    // header flag. Until 6 Dec 2026 it was not, and every rendition had
+    // `open_gop=1` (see the browser tests).
+    let mut flags = codec::Flags::CLOSED_GOP;
     if global_header {
-        ctx.set_flags(codec::Flags::GLOBAL_HEADER);
+        flags |= codec::Flags::GLOBAL_HEADER;
     }
+    ctx.set_flags(flags);
     let mut opts = Dictionary::new();
     opts.set("preset", &spec.preset);
     opts.set("crf", &spec.crf.to_string());

@@ -357,3 +357,90 @@ pub fn audio_rms(path: &Path, from: f64, to: f64) -> f64 {
     assert!(n > 0, "no audio between {from} and {to} s");
     (sum / n as f64).sqrt()
 }
+
+/// One coded picture of an H.264 stream in an MP4, in decode order.
+#[derive(Debug)]
+pub struct CodedPicture {
+    /// Presentation time, in seconds.
+    pub pts: f64,
+    /// Whether the muxer flagged it as a sync sample (where a player may
+    /// start decoding, and so where a seek lands).
+    pub key: bool,
+    /// The `nal_unit_type` of every NAL unit in the packet.
+    pub nal_types: Vec<u8>,
+}
+
+/// The coded pictures of the video stream, in decode order, read from the
+/// packets themselves (AVCC: big-endian length-prefixed NAL units).
+pub fn coded_pictures(path: &Path) -> Vec<CodedPicture> {
+    let mut ictx = format::input(path).expect("opens");
+    let stream = ictx.streams().best(media::Type::Video).expect("video");
+    let index = stream.index();
+    let tb = f64::from(stream.time_base());
+    // avcC: lengthSizeMinusOne is the low two bits of its fifth byte.
+    // SAFETY: plain reads of the stream's codec parameters.
+    let extradata = unsafe {
+        let par = stream.parameters().as_ptr();
+        std::slice::from_raw_parts((*par).extradata, (*par).extradata_size as usize).to_vec()
+    };
+    assert!(extradata.len() > 4 && extradata[0] == 1, "an avcC header");
+    let length_size = usize::from(extradata[4] & 3) + 1;
+    let mut out = Vec::new();
+    for (stream, packet) in ictx.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        let data = packet.data().expect("packet data");
+        let mut nal_types = Vec::new();
+        let mut pos = 0;
+        while pos + length_size <= data.len() {
+            let len = data[pos..pos + length_size]
+                .iter()
+                .fold(0usize, |n, b| (n << 8) | usize::from(*b));
+            pos += length_size;
+            assert!(len > 0 && pos + len <= data.len(), "a well-formed NAL unit");
+            nal_types.push(data[pos] & 0x1f);
+            pos += len;
+        }
+        out.push(CodedPicture {
+            pts: packet.pts().expect("pts") as f64 * tb,
+            key: packet.is_key(),
+            nal_types,
+        });
+    }
+    out
+}
+
+/// H.264 `nal_unit_type` of a slice of an IDR picture.
+pub const NAL_IDR_SLICE: u8 = 5;
+/// H.264 `nal_unit_type` of a slice of a non-IDR picture.
+pub const NAL_SLICE: u8 = 1;
+
+/// Panics unless every GOP of the rendition at `path` is closed: each
+/// packet flagged key is an IDR picture, and no picture after it in decode
+/// order is shown before it (which would make it reference the previous
+/// GOP). Returns the keyframes' times.
+#[track_caller]
+pub fn assert_closed_gops(path: &Path, what: &str) -> Vec<f64> {
+    let pictures = coded_pictures(path);
+    let mut keys = Vec::new();
+    for (i, p) in pictures.iter().enumerate() {
+        if !p.key {
+            continue;
+        }
+        assert!(
+            p.nal_types.contains(&NAL_IDR_SLICE) && !p.nal_types.contains(&NAL_SLICE),
+            "{what}: the keyframe at {:.3} s is not an IDR picture (NAL types {:?})",
+            p.pts,
+            p.nal_types
+        );
+        if let Some(behind) = pictures[i + 1..].iter().find(|later| later.pts < p.pts) {
+            panic!(
+                "{what}: open GOP: the picture at {:.3} s follows the keyframe at {:.3} s in decode order",
+                behind.pts, p.pts
+            );
+        }
+        keys.push(p.pts);
+    }
+    keys
+}

@@ -418,6 +418,22 @@ impl Stack {
         info
     }
 
+    /// A presigned GET URL of the object at `key` on moto's S3, as the
+    /// platform hands to a viewer's browser (ranges work on it).
+    pub async fn presigned_url(&self, key: &str) -> String {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(600)).expect("a config");
+        self.clients
+            .s3
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .presigned(config)
+            .await
+            .expect("presigned")
+            .uri()
+            .to_owned()
+    }
+
     /// The width and height of the JPEG at `key`, read from its frame
     /// header (the processor's probe opens videos only).
     pub async fn fetch_jpeg_size(&self, key: &str) -> (u32, u32) {
