@@ -7,13 +7,13 @@
 //! about a second (PostgreSQL: `initdb` plus start-up; moto: Python start-up)
 //! and never touches the async runtime. Each handle stops its server and
 //! deletes its files when dropped. Servers are direct children of the test
-//! process with `PR_SET_PDEATHSIG`, so even a test process killed with
-//! `SIGKILL` leaves no server behind (its temporary directory does remain).
-//! The kernel sends that signal when the *thread* that forked a server exits,
-//! so servers are forked by one helper thread that lives as long as the
-//! process: a handle may be created on any thread (a test's own, a
-//! `spawn_blocking` thread, a `static`) and the server lives until the handle
-//! is dropped or the process ends.
+//! process, started through util-linux's `setpriv --pdeathsig KILL`, so even
+//! a test process killed with `SIGKILL` leaves no server behind (its
+//! temporary directory does remain). The kernel sends that signal when the
+//! *thread* that forked a server exits, so servers are forked by one helper
+//! thread that lives as long as the process: a handle may be created on any
+//! thread (a test's own, a `spawn_blocking` thread, a `static`) and the
+//! server lives until the handle is dropped or the process ends.
 //!
 //! Both services can be stopped and started again on the same port, to test
 //! how the worker rides out a database restart or an S3/SQS outage.
@@ -35,7 +35,11 @@
 //! Requirements: PostgreSQL server binaries (`/usr/lib/postgresql/*/bin` or
 //! `$PG_BIN`), moto and Selenium in `<repo>/.venv` (or `$VIDWORKER_VENV`),
 //! Debian's `chromium` and `chromium-driver`; the repository's
-//! `scripts/install-deps.sh` installs them all.
+//! `scripts/install-deps.sh` installs them all. `setpriv`, `getent` and
+//! `/bin/sh` come with every Debian system (util-linux, libc-bin, dash).
+//!
+//! The crate has no `unsafe` code: signals and the effective uid come from
+//! rustix, the account switch from std's `CommandExt::{uid, gid}`.
 //!
 //! # Example
 //!
@@ -60,6 +64,8 @@
 //! # }
 //! // Dropping the handles stops both servers and removes their files.
 //! ```
+
+#![forbid(unsafe_code)]
 
 pub mod browser;
 mod moto;

@@ -4,12 +4,13 @@ use std::env;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use rustix::process::Signal;
 use tempfile::TempDir;
 
-use crate::process;
+use crate::process::{self, TiedCommand};
 use crate::{free_port, repo_root};
 
 /// How long moto may take to answer after it is spawned.
@@ -100,7 +101,7 @@ impl Moto {
     pub fn stop(&mut self) -> io::Result<()> {
         if let Some(mut server) = self.server.take() {
             // Nothing to flush: state lives only in memory.
-            process::terminate(&mut server, libc::SIGKILL, Duration::ZERO)?;
+            process::terminate(&mut server, Signal::KILL, Duration::ZERO)?;
         }
         Ok(())
     }
@@ -118,7 +119,7 @@ impl Moto {
     fn launch(&mut self, fresh_log: bool) -> io::Result<()> {
         let log_path = self.log_path();
         let log = process::open_log(&log_path, fresh_log)?;
-        let mut cmd = Command::new(&self.program);
+        let mut cmd = TiedCommand::new(&self.program, None);
         cmd.args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
             // Unbuffered, so the log is complete when start-up fails.
             .env("PYTHONUNBUFFERED", "1")
@@ -128,7 +129,7 @@ impl Moto {
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir.path());
         }
-        let server = process::spawn_tied(cmd, None)?;
+        let server = cmd.spawn()?;
         let port = self.port;
         let what = format!("moto ({}) on 127.0.0.1:{port}", self.program.display());
         self.server = Some(process::await_ready(
@@ -150,7 +151,7 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         if let Some(mut server) = self.server.take() {
-            let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
+            let _ = process::terminate(&mut server, Signal::KILL, Duration::ZERO);
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rustix::process::Signal;
 use tempfile::TempDir;
 
 use crate::free_port;
-use crate::process::{self, Account};
+use crate::process::{self, Account, TiedCommand};
 
 /// How long the server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -165,7 +166,7 @@ impl Postgres {
     /// server is not running.
     pub fn stop(&mut self) -> io::Result<()> {
         if let Some(mut server) = self.server.take() {
-            process::terminate(&mut server, libc::SIGINT, STOP_GRACE)?;
+            process::terminate(&mut server, Signal::INT, STOP_GRACE)?;
         }
         Ok(())
     }
@@ -228,7 +229,7 @@ impl Postgres {
     fn initdb(&self) -> io::Result<()> {
         let log_path = self.dir_path().join("initdb.log");
         let log = process::open_log(&log_path, true)?;
-        let mut cmd = Command::new(self.bin.join("initdb"));
+        let mut cmd = TiedCommand::new(self.bin.join("initdb"), self.run_as);
         cmd.arg("-D")
             .arg(self.data_dir())
             .args([
@@ -242,11 +243,11 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let mut initdb = process::spawn_tied(cmd, self.run_as)?;
+        let mut initdb = cmd.spawn()?;
         let status = match process::wait_timeout(&mut initdb, INITDB_TIMEOUT)? {
             Some(status) => status,
             None => {
-                process::terminate(&mut initdb, libc::SIGKILL, Duration::ZERO)?;
+                process::terminate(&mut initdb, Signal::KILL, Duration::ZERO)?;
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -275,7 +276,7 @@ impl Postgres {
     fn launch(&mut self, fresh_log: bool) -> io::Result<()> {
         let log_path = self.log_path();
         let log = process::open_log(&log_path, fresh_log)?;
-        let mut cmd = Command::new(self.bin.join("postgres"));
+        let mut cmd = TiedCommand::new(self.bin.join("postgres"), self.run_as);
         cmd.arg("-D")
             .arg(self.data_dir())
             .args(["-p", &self.port.to_string()])
@@ -295,7 +296,7 @@ impl Postgres {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let server = process::spawn_tied(cmd, self.run_as)?;
+        let server = cmd.spawn()?;
         let (bin, port) = (self.bin.clone(), self.port);
         let what = format!(
             "PostgreSQL ({}) on 127.0.0.1:{port}",
@@ -322,7 +323,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some(mut server) = self.server.take() {
             // Immediate shutdown: the cluster is thrown away anyway.
-            let _ = process::terminate(&mut server, libc::SIGQUIT, STOP_GRACE);
+            let _ = process::terminate(&mut server, Signal::QUIT, STOP_GRACE);
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();

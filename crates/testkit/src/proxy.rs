@@ -14,13 +14,14 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
 use tempfile::TempDir;
 
-use crate::process;
+use crate::process::{self, TiedCommand};
 use crate::{free_port, repo_root};
 
 /// The proxy program, written next to the log when a proxy starts.
@@ -467,7 +468,7 @@ impl ProxyProcess {
         loop {
             proxy.port = free_port()?;
             proxy.control_port = free_port()?;
-            let mut cmd = Command::new(&python);
+            let mut cmd = TiedCommand::new(&python, None);
             cmd.arg(&script)
                 .args(["--mode", mode, "--upstream", upstream])
                 .args(["--listen", &proxy.port.to_string()])
@@ -480,7 +481,7 @@ impl ProxyProcess {
         }
     }
 
-    fn launch(&mut self, mut cmd: Command, mode: &str) -> io::Result<()> {
+    fn launch(&mut self, mut cmd: TiedCommand, mode: &str) -> io::Result<()> {
         let log_path = self.log_path();
         let log = process::open_log(&log_path, true)?;
         // Unbuffered, so the log is complete when start-up fails.
@@ -491,7 +492,7 @@ impl ProxyProcess {
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir.path());
         }
-        let server = process::spawn_tied(cmd, None)?;
+        let server = cmd.spawn()?;
         let control_port = self.control_port;
         let what = format!("{mode} proxy on 127.0.0.1:{}", self.port);
         self.server = Some(process::await_ready(
@@ -533,7 +534,7 @@ impl ProxyProcess {
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         if let Some(mut server) = self.server.take() {
-            let _ = process::terminate(&mut server, libc::SIGKILL, Duration::ZERO);
+            let _ = process::terminate(&mut server, Signal::KILL, Duration::ZERO);
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
