@@ -497,9 +497,16 @@ fn http_proxy_fail_rules_answer_errors_in_each_service_format() -> TestResult {
     assert_eq!(proxy.count("s3:HEAD /fail/a.bin fail")?, 1);
     assert_eq!(proxy.count("sqs:ReceiveMessage fail")?, 1);
     assert_eq!(proxy.held(head)?, 0);
+    // An unknown rule has no held count; the error names the call and
+    // quotes the proxy's reason.
+    let unknown = proxy
+        .held(forgotten_rule(&proxy)?)
+        .err()
+        .ok_or("an unknown rule has a held count")?
+        .to_string();
     assert!(
-        proxy.held(forgotten_rule(&proxy)?).is_err(),
-        "an unknown rule has no held count"
+        unknown.starts_with("proxy control GET /rules/") && unknown.contains(": 404 Not Found no rule "),
+        "{unknown}"
     );
     Ok(())
 }
