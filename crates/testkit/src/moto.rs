@@ -1,14 +1,14 @@
 //! A moto server: S3 and SQS emulated in one Python process.
 
 use std::env;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use rustix::process::Signal;
 use tempfile::TempDir;
+use ureq::Agent;
 
 use crate::process::{self, TiedCommand};
 use crate::{free_port, repo_root};
@@ -138,7 +138,7 @@ impl Moto {
             "answer GET /moto-api/",
             START_TIMEOUT,
             &log_path,
-            || http_get_status(port, "/moto-api/").is_ok_and(|status| status == 200),
+            || answers(port),
         )?);
         Ok(())
     }
@@ -159,30 +159,15 @@ impl Drop for Moto {
     }
 }
 
-/// The status code of `GET path` on 127.0.0.1:`port`, with short timeouts.
-fn http_get_status(port: u16, path: &str) -> io::Result<u16> {
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-
-    // Only the status line is needed: "HTTP/1.1 200 OK".
-    let mut head = [0_u8; 64];
-    let mut len = 0;
-    while len < head.len() && !head[..len].contains(&b'\n') {
-        let n = stream.read(&mut head[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    let line = String::from_utf8_lossy(&head[..len]);
-    line.strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP status line: {line:?}")))
+/// Whether moto on 127.0.0.1:`port` answers `GET /moto-api/` with a
+/// success, within two seconds.
+fn answers(port: u16) -> bool {
+    let agent: Agent = Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(2)))
+        // Loopback only: never through a proxy named in the environment.
+        .proxy(None)
+        .build()
+        .into();
+    // Error statuses are errors by default; only the status is read.
+    agent.get(format!("http://127.0.0.1:{port}/moto-api/")).call().is_ok()
 }
