@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fault-injection proxies for vidworker's reliability tests (crates/testkit).
 
-One program, two proxies; the Rust handles in crates/testkit/src/proxy.rs
+One program, two proxies; the Rust handles in crates/testkit/src/proxy/
 start one process per proxy and drive it through a small JSON control server
 on a second port. Standard library only.
 
