@@ -153,7 +153,8 @@ impl TiedCommand {
             .arg(parent.to_string())
             .arg(program);
         if let Some(account) = run_as {
-            // std calls setgroups(0, NULL), then setgid, then setuid.
+            // In the child std calls setgid, then setgroups(0, NULL) (when it
+            // may, as root: see `CommandExt::uid`), then setuid.
             command.gid(account.gid).uid(account.uid);
         }
         TiedCommand {
