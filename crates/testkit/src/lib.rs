@@ -72,6 +72,7 @@ mod moto;
 mod postgres;
 mod process;
 mod proxy;
+pub mod wait;
 
 use std::collections::HashSet;
 use std::io;

@@ -160,6 +160,28 @@ impl Postgres {
         Ok(self.database_url(name))
     }
 
+    /// Runs `sql` in database `name` with the real `psql` client, as an
+    /// operator or the platform would, and returns what it printed:
+    /// unaligned, tuples only (`-At`), one row per line, columns joined by
+    /// `|`. Any error (`ON_ERROR_STOP`) is an `Err` quoting psql.
+    pub fn psql(&self, name: &str, sql: &str) -> io::Result<String> {
+        let psql = self.bin.join("psql");
+        let output = Command::new(&psql)
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(self.database_url(name))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot run {}: {err}", psql.display())))?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "psql {name} -c {sql:?} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_owned())
+    }
+
     /// Stops the server with a fast shutdown (open transactions are rolled
     /// back, clients disconnected) and waits until it has exited. Data
     /// survives for [`start_again`](Self::start_again). Does nothing if the

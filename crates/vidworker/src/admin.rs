@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use uuid::Uuid;
 use worker::aws::Clients;
-use worker::db::{self, Db, VideoRow};
+use worker::db::{self, Db, Phase, VideoRow};
 use worker::queue::{Queue, QueueSettings, queue_name};
 use worker::storage::Storage;
 
@@ -129,7 +129,7 @@ async fn submit(
     let key = format!("{originals_prefix}{id}.{ext}");
     storage.upload(file, &key, "application/octet-stream").await?;
     db.insert_pending(id, &key).await?;
-    queue.send(&worker::job::body(id)).await?;
+    queue.send(&worker::message::body(id)).await?;
     Ok(id)
 }
 
@@ -165,9 +165,11 @@ fn table(rows: &[VideoRow]) -> String {
 /// `transcoding 42 %`, or just the phase when the percentage says
 /// nothing (`queued`, `done`, `failed`).
 fn phase(r: &VideoRow) -> String {
-    match r.phase.as_str() {
-        "queued" | "done" | "failed" => r.phase.clone(),
-        p => format!("{p} {} %", r.progress_percent),
+    match r.phase {
+        Phase::Queued | Phase::Done | Phase::Failed => r.phase.to_string(),
+        Phase::Downloading | Phase::Transcoding | Phase::Uploading | Phase::Recording => {
+            format!("{} {} %", r.phase, r.progress_percent)
+        }
     }
 }
 
@@ -177,7 +179,7 @@ fn details(r: &VideoRow) -> String {
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| opt(t.map(|t| t.to_rfc3339()));
     let rows = [
         ("id", r.id.to_string()),
-        ("status", r.status.clone()),
+        ("status", r.status.to_string()),
         ("original", r.original_key.clone()),
         ("phase", phase(r)),
         ("rendition", opt(r.processed_key.clone())),
@@ -187,7 +189,7 @@ fn details(r: &VideoRow) -> String {
             format!("{} ({} handed back on purpose)", r.attempts, r.interruptions),
         ),
         ("error", opt(r.error.clone())),
-        ("failure kind", opt(r.failure_kind.clone())),
+        ("failure kind", opt(r.failure_kind.map(|k| k.to_string()))),
         (
             "re-sends",
             match &r.resend_reason {

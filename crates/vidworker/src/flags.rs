@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, RenditionSpec, Watermark};
 use worker::aws::Clients;
+use worker::completion::Publisher;
 use worker::config::{ConfigError, WorkerSettings};
-use worker::events::Publisher;
 use worker::termination::TerminationSettings;
 
 /// Port 9464: the one commonly used by Prometheus exporters of

@@ -1,6 +1,8 @@
 //! The `vidworker` binary: parses the command line, sets up logging and
 //! hands each command to its module. Errors are printed once, on one line.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod cli;
 mod flags;

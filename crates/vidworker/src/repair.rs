@@ -68,7 +68,7 @@ pub async fn dlq(action: DlqAction, db: &DbArgs, aws: &AwsArgs) -> anyhow::Resul
                 print(&format!(
                     "{}  video {video}  row {}\n    reason: {}\n    error:  {}\n    body:   {}\n",
                     d.message_id,
-                    d.status.as_deref().unwrap_or("none"),
+                    d.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
                     d.reason.as_deref().unwrap_or("-"),
                     d.error.as_deref().unwrap_or("-"),
                     d.body.chars().take(200).collect::<String>(),

@@ -3,13 +3,14 @@
 //! and records the outcome in PostgreSQL. The `vidworker` binary is built on
 //! it; so are the tests that run the whole flow in-process.
 //!
-//! One module per stage: [`config`] (validated settings), [`job`] (the
-//! message and how a job can fail), [`queue`] (SQS), [`storage`] (S3),
-//! [`db`] (PostgreSQL), [`events`] (completion events, SNS/SQS),
-//! [`runner`] (the loop and each job's life),
-//! [`shutdown`] (signals), [`termination`] (EC2 termination notices),
-//! [`telemetry`] (events, metrics, health), and [`aws`] (the clients and
-//! their errors).
+//! One module per stage: [`config`] (validated settings), [`message`]
+//! (the job message), [`queue`] (SQS), [`storage`] (S3), [`db`]
+//! (PostgreSQL), [`completion`] (completion events, SNS/SQS), [`runner`]
+//! (the loop and each job's life), [`shutdown`] (signals),
+//! [`termination`] (EC2 termination notices), [`telemetry`] (logs,
+//! metrics, health), and [`aws`] (the clients and their errors). Shared
+//! vocabulary lives in leaf modules that import nothing of the crate:
+//! [`failure`] (what a failure means, why a video failed).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,14 +34,77 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 /// The commit this build comes from (see `build.rs`).
 pub const COMMIT: &str = env!("VIDWORKER_COMMIT");
 
+/// Makes an enum that lists its values in `ALL` and names them with
+/// `as_str` a stored value: parsed from its name (`FromStr`), and read and
+/// written by sqlx as PostgreSQL `text`, the column type the migrations'
+/// CHECK constraints restrict to the same names. A name the enum does not
+/// know is a decode error, never a silent default.
+macro_rules! stored_text_enum {
+    ($ty:ident) => {
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("{s:?} is not a {}", stringify!($ty)))
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // `pad`, so tables can align it with `{:<10}`.
+                f.pad(self.as_str())
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $ty {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $ty {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse::<$ty>()?)
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use stored_text_enum;
+
 pub mod aws;
+pub mod completion;
 pub mod config;
 pub mod db;
-pub mod events;
-pub mod job;
+pub mod failure;
+pub mod message;
 pub mod queue;
 pub mod runner;
 pub mod shutdown;

@@ -65,7 +65,7 @@ pub struct QueueError {
 
 impl QueueError {
     /// A refusal that only an operator can fix, or an outage.
-    pub fn class(&self) -> crate::job::FailureClass {
+    pub fn class(&self) -> crate::failure::FailureClass {
         const CONFIG: &[&str] = &[
             "AccessDenied",
             "AccessDeniedException",
@@ -80,8 +80,8 @@ impl QueueError {
             "KmsNotFound",
         ];
         match self.code.as_deref() {
-            Some(code) if CONFIG.contains(&code) => crate::job::FailureClass::Configuration,
-            _ => crate::job::FailureClass::Outage,
+            Some(code) if CONFIG.contains(&code) => crate::failure::FailureClass::Configuration,
+            _ => crate::failure::FailureClass::Outage,
         }
     }
 }

@@ -11,7 +11,7 @@ use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration};
 use tokio::io::AsyncWriteExt;
 
-use crate::job::FailureClass;
+use crate::failure::FailureClass;
 
 /// Objects at least this large are uploaded in parts.
 pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
@@ -74,16 +74,11 @@ impl StorageError {
     /// service errors are outages; local disk errors are worth a retry.
     pub fn class(&self) -> FailureClass {
         match self {
-            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => FailureClass::Permanent,
+            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => FailureClass::Input,
             StorageError::Service { code: Some(code), .. } if is_configuration(code) => FailureClass::Configuration,
             StorageError::Service { .. } => FailureClass::Outage,
             StorageError::Local { .. } => FailureClass::Transient,
         }
-    }
-
-    /// Whether retrying cannot help.
-    pub fn is_permanent(&self) -> bool {
-        self.class() == FailureClass::Permanent
     }
 }
 

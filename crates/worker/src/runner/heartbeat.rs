@@ -5,7 +5,7 @@
 //! parsed), the other renews the row's lease (once the video is claimed).
 //! They are separate so that a hung database connection can never stop the
 //! extensions, and each call has its own deadline. Both run until the
-//! job's outcome is recorded; [`Keeper::stop`] waits for any call in
+//! job's outcome is recorded; [`Heartbeat::stop`] waits for any call in
 //! flight, so no extension lands after the message's final change. A third
 //! loop writes the job's progress to the row, at most every
 //! `PROGRESS_INTERVAL`, when it changed.
@@ -17,16 +17,25 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::progress::Progress;
-use super::{JobStop, Runner, StopReason, lease};
+use super::Runner;
+use super::progress::RowProgress;
+use super::stop::{JobStop, StopReason};
 use crate::queue::{MAX_VISIBILITY, Received};
 
 /// Margin kept before SQS's 12-hour visibility cap.
 const CAP_MARGIN: Duration = Duration::from_secs(120);
 
+/// A claim's lease: a little shorter than the message's visibility, so
+/// that when a worker dies its lease has run out by the time the message
+/// reappears, and the next worker claims the video at once instead of
+/// finding it busy.
+pub(super) fn lease_for(visibility: Duration) -> Duration {
+    visibility * 9 / 10
+}
+
 /// The heartbeat of one job.
 #[derive(Debug)]
-pub(super) struct Keeper {
+pub(super) struct Heartbeat {
     runner: Arc<Runner>,
     done: CancellationToken,
     claim: Arc<Mutex<Option<Uuid>>>,
@@ -35,7 +44,7 @@ pub(super) struct Keeper {
     health_id: u64,
 }
 
-impl Keeper {
+impl Heartbeat {
     /// Starts extending the message's visibility, and writing `progress`
     /// once the video is claimed.
     pub(super) fn start(
@@ -43,7 +52,7 @@ impl Keeper {
         msg: &Received,
         video_id: Uuid,
         stop: &JobStop,
-        progress: &Arc<Progress>,
+        progress: &Arc<RowProgress>,
     ) -> Self {
         let done = CancellationToken::new();
         let claim = Arc::new(Mutex::new(None));
@@ -73,7 +82,7 @@ impl Keeper {
                 done.clone(),
             )),
         ];
-        Keeper {
+        Heartbeat {
             runner: Arc::clone(runner),
             done,
             claim,
@@ -149,7 +158,7 @@ async fn renew_lease(
     stop: JobStop,
     done: CancellationToken,
 ) {
-    let length = lease(runner.settings.visibility_timeout);
+    let length = lease_for(runner.settings.visibility_timeout);
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -178,7 +187,7 @@ async fn write_progress(
     runner: Arc<Runner>,
     video_id: Uuid,
     claim: Arc<Mutex<Option<Uuid>>>,
-    progress: Arc<Progress>,
+    progress: Arc<RowProgress>,
     done: CancellationToken,
 ) {
     loop {

@@ -10,29 +10,33 @@
 //! of the one that took over nor the rendition it recorded. The
 //! [`reconcile`] loop repairs what a crash or a lost message leaves behind.
 
+mod error;
 mod heartbeat;
 mod job;
+mod patience;
 mod progress;
 pub mod reconcile;
 mod settle;
+mod stop;
+mod work;
 mod workdir;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::error::JobError;
 use self::reconcile::Reconciler;
 use self::workdir::WorkRoot;
+use crate::completion::Publisher;
 use crate::config::WorkerSettings;
 use crate::db::Db;
-use crate::events::Publisher;
-use crate::job::{FailureClass, JobError};
 use crate::queue::{Queue, Received};
 use crate::shutdown::Shutdown;
 use crate::storage::Storage;
@@ -107,48 +111,6 @@ pub struct Runner {
     transcoders: Arc<Semaphore>,
     /// Where completion events go.
     publisher: Publisher,
-}
-
-/// Why a running job was told to stop.
-#[derive(Clone, Copy, Debug)]
-enum StopReason {
-    ClaimLost,
-    VisibilityCap,
-}
-
-/// A job's cancellation: a child of the shutdown's abort token (so the
-/// end of the grace period stops it) plus the first reason given.
-#[derive(Clone, Debug)]
-struct JobStop {
-    token: CancellationToken,
-    reason: Arc<Mutex<Option<StopReason>>>,
-}
-
-impl JobStop {
-    fn new(abort: &CancellationToken) -> Self {
-        JobStop {
-            token: abort.child_token(),
-            reason: Arc::default(),
-        }
-    }
-
-    fn stop(&self, reason: StopReason) {
-        if let Ok(mut r) = self.reason.lock() {
-            r.get_or_insert(reason);
-        }
-        self.token.cancel();
-    }
-
-    /// Why the job was stopped, as the error it ends with.
-    fn error(&self) -> Option<JobError> {
-        let reason = self.reason.lock().ok().and_then(|r| *r);
-        match reason {
-            Some(StopReason::ClaimLost) => Some(JobError::ClaimLost),
-            Some(StopReason::VisibilityCap) => Some(JobError::VisibilityCap),
-            // Cancelled without a reason of ours: the shutdown's abort.
-            None => self.token.is_cancelled().then_some(JobError::Shutdown),
-        }
-    }
 }
 
 impl Runner {
@@ -425,48 +387,4 @@ impl Runner {
             tracing::warn!(message_id = %msg.message_id, error = %e, "cannot hand a message back; it reappears after its visibility timeout");
         }
     }
-
-    /// Runs a step that talks to S3 or PostgreSQL. While the service is
-    /// down (an outage, not a refusal), waits and tries again, up to the
-    /// outage patience: the message stays hidden meanwhile, so an outage
-    /// does not use up the video's attempts.
-    async fn patiently<T, F, Fut>(&self, what: &str, stop: &JobStop, mut step: F) -> Result<T, JobError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, JobError>>,
-    {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(500);
-        loop {
-            match step().await {
-                Ok(v) => return Ok(v),
-                Err(e)
-                    if e.class() == FailureClass::Outage
-                        && started.elapsed() < self.settings.outage_patience
-                        && !stop.token.is_cancelled() =>
-                {
-                    self.stats.outage_wait(e.service());
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot {what}; waiting for the service");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stop.token.cancelled() => return Err(e),
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => {
-                    if e.class() == FailureClass::Configuration {
-                        tracing::error!(event = "configuration_error", error = %e, "cannot {what}: the worker is misconfigured");
-                    }
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
-
-/// A lease a little shorter than the message's visibility: when a worker
-/// dies, its lease has run out by the time the message reappears, so the
-/// next worker claims the video at once instead of finding it busy.
-fn lease(visibility: Duration) -> Duration {
-    visibility * 9 / 10
 }

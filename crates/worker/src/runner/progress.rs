@@ -8,24 +8,26 @@
 
 use std::sync::Mutex;
 
+use crate::db::Phase;
+
 /// A job's latest phase and percentage, and whether the row has them.
 #[derive(Debug)]
-pub(super) struct Progress {
+pub(super) struct RowProgress {
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
-    phase: &'static str,
+    phase: Phase,
     percent: u8,
     written: bool,
 }
 
-impl Default for Progress {
+impl Default for RowProgress {
     fn default() -> Self {
-        Progress {
+        RowProgress {
             state: Mutex::new(State {
-                phase: "downloading",
+                phase: Phase::Downloading,
                 percent: 0,
                 written: true,
             }),
@@ -33,9 +35,9 @@ impl Default for Progress {
     }
 }
 
-impl Progress {
+impl RowProgress {
     /// The job is in `phase`, `percent` done (never less than before).
-    pub(super) fn set(&self, phase: &'static str, percent: u8) {
+    pub(super) fn set(&self, phase: Phase, percent: u8) {
         if let Ok(mut s) = self.state.lock() {
             let percent = percent.min(99).max(s.percent);
             if s.phase != phase || s.percent != percent {
@@ -50,11 +52,11 @@ impl Progress {
 
     /// The transcode is `fraction` done.
     pub(super) fn transcoding(&self, fraction: f64) {
-        self.set("transcoding", 10 + (fraction.clamp(0.0, 1.0) * 80.0) as u8);
+        self.set(Phase::Transcoding, 10 + (fraction.clamp(0.0, 1.0) * 80.0) as u8);
     }
 
     /// What to write, if anything changed since the last write.
-    pub(super) fn unwritten(&self) -> Option<(&'static str, u8)> {
+    pub(super) fn unwritten(&self) -> Option<(Phase, u8)> {
         let mut s = self.state.lock().ok()?;
         if s.written {
             return None;
@@ -70,16 +72,20 @@ mod tests {
 
     #[test]
     fn progress_never_goes_down_and_is_written_once_per_change() {
-        let p = Progress::default();
+        let p = RowProgress::default();
         assert_eq!(p.unwritten(), None, "the claim wrote the start");
-        p.set("downloading", 10);
+        p.set(Phase::Downloading, 10);
         p.transcoding(0.5);
-        assert_eq!(p.unwritten(), Some(("transcoding", 50)));
+        assert_eq!(p.unwritten(), Some((Phase::Transcoding, 50)));
         assert_eq!(p.unwritten(), None);
         p.transcoding(0.25);
         assert_eq!(p.unwritten(), None, "never backwards");
-        p.set("uploading", 90);
-        p.set("recording", 100);
-        assert_eq!(p.unwritten(), Some(("recording", 99)), "100 is for the final write");
+        p.set(Phase::Uploading, 90);
+        p.set(Phase::Recording, 100);
+        assert_eq!(
+            p.unwritten(),
+            Some((Phase::Recording, 99)),
+            "100 is for the final write"
+        );
     }
 }

@@ -31,9 +31,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::{Db, DbError, FailureKind, Requeue, VideoRow};
-use crate::events::Publisher;
-use crate::job;
+use crate::completion::Publisher;
+use crate::db::{Db, DbError, FailureKind, Requeue, Status, VideoRow};
+use crate::message;
 use crate::queue::{Queue, QueueError, Received};
 use crate::telemetry::{Event, Stats};
 
@@ -104,7 +104,7 @@ pub struct DeadLetter {
     /// Why it was dead-lettered (`vidworker-reason`), if the worker moved it.
     pub reason: Option<String>,
     /// The row's status, if there is a row.
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// The row's error, if any.
     pub error: Option<String>,
 }
@@ -138,13 +138,14 @@ fn verdict(row: Option<&VideoRow>, operator: bool) -> Verdict {
     let Some(row) = row else {
         return Verdict::Keep("no such video");
     };
-    match (row.status.as_str(), row.failure_kind.as_deref()) {
-        ("processed", _) => Verdict::Delete,
-        ("processing", _) if !operator => Verdict::Delete,
-        ("pending", _) => Verdict::Redrive,
-        ("failed", Some("input")) => Verdict::Keep("its input cannot be processed"),
-        ("failed" | "processing", _) if operator => Verdict::Redrive,
-        _ => Verdict::Keep("failed; redrive it on purpose"),
+    match (row.status, row.failure_kind) {
+        (Status::Processed, _) => Verdict::Delete,
+        (Status::Processing, _) if !operator => Verdict::Delete,
+        (Status::Processing, _) => Verdict::Redrive,
+        (Status::Pending, _) => Verdict::Redrive,
+        (Status::Failed, Some(kind)) if !kind.is_retryable() => Verdict::Keep("its input cannot be processed"),
+        (Status::Failed, _) if operator => Verdict::Redrive,
+        (Status::Failed, _) => Verdict::Keep("failed; redrive it on purpose"),
     }
 }
 
@@ -239,7 +240,7 @@ impl Reconciler {
                     .mark_failed(row.id, Some(row.token), FailureKind::GaveUp, &reason, "abandoned")
                     .await?
                 {
-                    Event::Given {
+                    Event::GaveUp {
                         video_id: row.id,
                         kind: "abandoned",
                         reason: &reason,
@@ -269,7 +270,7 @@ impl Reconciler {
                     row.resends
                 );
                 if self.db.fail_stranded(row.id, row.updated_at, &reason).await? {
-                    Event::Given {
+                    Event::GaveUp {
                         video_id: row.id,
                         kind: "stranded",
                         reason: &reason,
@@ -326,14 +327,14 @@ impl Reconciler {
     }
 
     async fn row_of(&self, msg: &Received) -> Result<Option<VideoRow>, ReconcileError> {
-        match job::parse(&msg.body) {
+        match message::parse(&msg.body) {
             Ok(id) => Ok(self.db.get(id).await?),
             Err(_) => Ok(None),
         }
     }
 
     async fn send(&self, id: Uuid) -> Result<(), ReconcileError> {
-        self.queue.send(&job::body(id)).await?;
+        self.queue.send(&message::body(id)).await?;
         Ok(())
     }
 
@@ -364,13 +365,13 @@ impl Reconciler {
             out.push(DeadLetter {
                 message_id: msg.message_id.clone(),
                 body: msg.body.clone(),
-                video_id: job::parse(&msg.body).ok(),
+                video_id: message::parse(&msg.body).ok(),
                 reason: msg
                     .attributes
                     .get(crate::queue::REASON_ATTRIBUTE)
                     .and_then(|v| v.string_value())
                     .map(str::to_owned),
-                status: row.as_ref().map(|r| r.status.clone()),
+                status: row.as_ref().map(|r| r.status),
                 error: row.and_then(|r| r.error),
             });
         }
@@ -389,7 +390,7 @@ impl Reconciler {
         let mut report = RedriveReport::default();
         let letters = self.receive_dead_letters(usize::MAX).await?;
         for msg in &letters {
-            let id = job::parse(&msg.body).ok();
+            let id = message::parse(&msg.body).ok();
             let wanted = match (only, id) {
                 (None, _) => true,
                 (Some(ids), Some(id)) => ids.contains(&id),
@@ -436,11 +437,11 @@ impl Reconciler {
 mod tests {
     use super::*;
 
-    fn row(status: &str, kind: Option<&str>) -> VideoRow {
+    fn row(status: Status, kind: Option<FailureKind>) -> VideoRow {
         let now = chrono::Utc::now();
         VideoRow {
             id: Uuid::new_v4(),
-            status: status.into(),
+            status,
             original_key: "originals/x.mp4".into(),
             processed_key: None,
             error: None,
@@ -458,14 +459,14 @@ mod tests {
             processed_bytes: None,
             processed_duration_seconds: None,
             interruptions: 0,
-            failure_kind: kind.map(str::to_owned),
+            failure_kind: kind,
             last_error_kind: None,
             uploaded_key: None,
             resends: 0,
             resent_at: None,
             resend_reason: None,
             poster_key: None,
-            phase: "queued".into(),
+            phase: crate::db::Phase::Queued,
             progress_percent: 0,
             event_id: None,
         }
@@ -474,13 +475,22 @@ mod tests {
     #[test]
     fn dead_letters_are_judged_by_the_row() {
         let check = |status, kind, operator| verdict(Some(&row(status, kind)), operator);
-        assert_eq!(check("processed", None, false), Verdict::Delete);
-        assert_eq!(check("pending", None, false), Verdict::Redrive);
-        assert_eq!(check("processing", None, false), Verdict::Delete);
-        assert!(matches!(check("failed", Some("gave_up"), false), Verdict::Keep(_)));
-        assert!(matches!(check("failed", Some("input"), true), Verdict::Keep(_)));
-        assert_eq!(check("failed", Some("gave_up"), true), Verdict::Redrive);
-        assert_eq!(check("failed", Some("stranded"), true), Verdict::Redrive);
+        assert_eq!(check(Status::Processed, None, false), Verdict::Delete);
+        assert_eq!(check(Status::Pending, None, false), Verdict::Redrive);
+        assert_eq!(check(Status::Processing, None, false), Verdict::Delete);
+        assert!(matches!(
+            check(Status::Failed, Some(FailureKind::GaveUp), false),
+            Verdict::Keep(_)
+        ));
+        assert!(matches!(
+            check(Status::Failed, Some(FailureKind::Input), true),
+            Verdict::Keep(_)
+        ));
+        assert_eq!(check(Status::Failed, Some(FailureKind::GaveUp), true), Verdict::Redrive);
+        assert_eq!(
+            check(Status::Failed, Some(FailureKind::Stranded), true),
+            Verdict::Redrive
+        );
         assert!(matches!(verdict(None, true), Verdict::Keep(_)));
     }
 }

@@ -114,7 +114,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("vidworker");
         r.register(
             "jobs",
-            "Jobs by how they ended (processed, failed, retried, released, duplicate, unknown_video, busy, \
+            "Jobs by how they ended (processed, failed, retried, released, duplicate, already_failed, unknown_video, busy, \
              dead_lettered) and the kind of failure",
             self.jobs.clone(),
         );

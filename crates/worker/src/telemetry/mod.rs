@@ -58,6 +58,16 @@ impl Stats {
         self.metrics.stage(stage, took);
     }
 
+    /// Runs a stage of a job and observes how long it took, whatever its
+    /// result.
+    pub async fn observe_stage<T>(&self, stage: Stage, work: impl std::future::Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        // On the heap: the AWS SDK's futures are large.
+        let out = Box::pin(work).await;
+        self.stage(stage, started.elapsed());
+        out
+    }
+
     /// A visibility extension succeeded or failed.
     pub fn visibility_extension(&self, ok: bool) {
         self.metrics.visibility_extension(ok);
@@ -170,6 +180,11 @@ pub enum Event<'a> {
         /// The video.
         video_id: Uuid,
     },
+    /// A late delivery of a video that failed for good.
+    AlreadyFailed {
+        /// The video.
+        video_id: Uuid,
+    },
     /// A message for a video the database does not know.
     UnknownVideo {
         /// The video.
@@ -208,9 +223,9 @@ pub enum Event<'a> {
         /// The video.
         video_id: Uuid,
     },
-    /// The reconciler failed a video: stranded after its last re-send, or
-    /// abandoned on its last attempt.
-    Given {
+    /// The reconciler gave up on a video: stranded after its last
+    /// re-send, or abandoned on its last attempt.
+    GaveUp {
         /// The video.
         video_id: Uuid,
         /// `stranded` or `abandoned`.
@@ -241,6 +256,7 @@ impl Event<'_> {
             Event::Retry { kind, .. } => (Some(&stats.retried), Some("retried"), kind),
             Event::Released { .. } => (Some(&stats.released), Some("released"), "shutdown"),
             Event::Duplicate { .. } => (Some(&stats.duplicates), Some("duplicate"), "none"),
+            Event::AlreadyFailed { .. } => (None, Some("already_failed"), "none"),
             Event::UnknownVideo { .. } => (Some(&stats.failed), Some("unknown_video"), "none"),
             Event::Busy { .. } => (Some(&stats.busy), Some("busy"), "none"),
             Event::DeadLettered { .. } => (Some(&stats.dead_lettered), Some("dead_lettered"), "none"),
@@ -256,7 +272,7 @@ impl Event<'_> {
                 m.reconciled("returned");
                 (Some(&stats.returned), None, "none")
             }
-            Event::Given { kind, .. } => {
+            Event::GaveUp { kind, .. } => {
                 m.reconciled(kind);
                 (Some(&stats.repaired_failed), None, "none")
             }
@@ -314,6 +330,9 @@ impl Event<'_> {
             Event::Duplicate { video_id } => {
                 tracing::info!(event = "duplicate", %video_id, "already processed; message deleted")
             }
+            Event::AlreadyFailed { video_id } => {
+                tracing::info!(event = "already_failed", %video_id, "the video failed earlier; message deleted")
+            }
             Event::UnknownVideo { video_id } => {
                 tracing::warn!(event = "unknown_video", %video_id, "no such video (yet)")
             }
@@ -342,7 +361,7 @@ impl Event<'_> {
             Event::Returned { video_id } => {
                 tracing::warn!(event = "returned", %video_id, "returned a video whose worker is gone to the queue")
             }
-            Event::Given { video_id, kind, reason } => {
+            Event::GaveUp { video_id, kind, reason } => {
                 tracing::error!(event = kind, %video_id, reason, "the reconciler failed a video")
             }
         }

@@ -1,15 +1,17 @@
 //! A real local stack per test: a throwaway PostgreSQL cluster and a moto
 //! server (S3 + SQS), set up the way `vidworker migrate` and
 //! `vidworker queue-init` set up production, plus helpers to run workers
-//! in-process or as the real binary.
+//! in process and to check what a test leaves behind.
+//!
+//! Shared by the worker library's tests and the `vidworker` binary's
+//! (which include this file with `#[path]` and add `binary.rs`).
 
-#![allow(dead_code, clippy::expect_used, reason = "test support: a failure is a test failure")]
+#![allow(dead_code, reason = "each test binary uses part of the support")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use processor::RenditionSpec;
@@ -17,7 +19,7 @@ use testkit::{Moto, Postgres};
 use uuid::Uuid;
 use worker::aws::Clients;
 use worker::config::WorkerSettings;
-use worker::db::{Db, VideoRow};
+use worker::db::{Db, Phase, Status, VideoRow};
 use worker::queue::{Queue, QueueSettings};
 use worker::runner::Runner;
 use worker::runner::reconcile::{ReconcileSettings, Reconciler};
@@ -26,6 +28,10 @@ use worker::storage::Storage;
 use worker::telemetry::Stats;
 
 pub const BUCKET: &str = "vidworker-test";
+/// The stack's database.
+pub const DATABASE: &str = "vidworker";
+/// A job that takes several seconds: 30 s of output from a 40 s upload.
+pub const SLOW: &str = "long-40s.mp4";
 pub const QUEUE: &str = "vidworker-jobs";
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -74,7 +80,7 @@ impl Stack {
     pub async fn start_with(settings: QueueSettings) -> Stack {
         let visibility_timeout = settings.visibility_timeout;
         let pg = Postgres::start().expect("PostgreSQL starts (run scripts/install-deps.sh)");
-        let database_url = pg.create_database("vidworker").expect("database");
+        let database_url = pg.create_database(DATABASE).expect("database");
         let moto = Moto::start().expect("moto starts (run scripts/install-deps.sh)");
         let clients = Clients::with_credentials("us-east-1", &moto.endpoint(), "test", "test").await;
         let db = Db::connect_lazy(&database_url, 8).expect("pool");
@@ -201,6 +207,19 @@ impl Stack {
         id
     }
 
+    /// A pending row and its original, but no message: what a lost
+    /// message, or a platform that never sent one, leaves.
+    pub async fn row_without_message(&self, fixture_name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        let key = format!("originals/{id}.mp4");
+        self.storage
+            .upload(&fixture(fixture_name), &key, "video/mp4")
+            .await
+            .expect("upload");
+        self.db.insert_pending(id, &key).await.expect("row");
+        id
+    }
+
     pub async fn row(&self, id: Uuid) -> VideoRow {
         self.db.get(id).await.expect("query").expect("row exists")
     }
@@ -211,7 +230,7 @@ impl Stack {
             let mut rows = Vec::new();
             for id in ids {
                 let row = self.row(*id).await;
-                if row.status != "processed" && row.status != "failed" {
+                if !row.status.is_final() {
                     return None;
                 }
                 rows.push(row);
@@ -222,19 +241,32 @@ impl Stack {
     }
 
     /// Polls `check` every 200 ms until it returns something.
-    pub async fn wait_for<T, F, Fut>(&self, limit: Duration, what: &str, mut check: F) -> T
+    pub async fn wait_for<T, F, Fut>(&self, limit: Duration, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        testkit::wait::until(limit, what, check).await
+    }
+
+    /// Polls until the video's row has `status`.
+    pub async fn wait_status(&self, id: Uuid, status: Status, limit: Duration) {
+        self.wait_for(limit, &format!("video {id} {status}"), || async {
+            (self.row(id).await.status == status).then_some(())
+        })
+        .await;
+    }
+
+    /// Runs `sql` with the real `psql` client in the stack's database
+    /// (what an operator, or the platform's own code, sees); returns its
+    /// unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        self.pg.psql(DATABASE, sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An HTTP proxy in front of moto, for faults in chosen S3/SQS calls.
+    pub fn http_proxy(&self) -> testkit::HttpProxy {
+        testkit::HttpProxy::start(&self.moto.endpoint()).expect("HTTP proxy starts")
     }
 
     /// (visible, in flight, delayed) messages in a queue.
@@ -320,8 +352,8 @@ impl Stack {
         let s3 = &self.clients.s3;
         for id in ids {
             let row = self.row(*id).await;
-            match row.status.as_str() {
-                "processed" => {
+            match row.status {
+                Status::Processed => {
                     let key = row.processed_key.clone().expect("a processed row has its key");
                     let versions = s3
                         .list_object_versions()
@@ -344,26 +376,28 @@ impl Stack {
                     let mut expected = recorded.clone();
                     expected.sort();
                     assert_eq!(current, expected, "only the recorded rendition and poster remain");
-                    assert_eq!((row.phase.as_str(), row.progress_percent), ("done", 100), "{row:?}");
+                    assert_eq!((row.phase, row.progress_percent), (Phase::Done, 100), "{row:?}");
                     assert!(row.event_id.is_some(), "an outcome without an event id: {row:?}");
                 }
-                "failed" => {
+                Status::Failed => {
                     assert!(
                         row.error.is_some() && row.failure_kind.is_some(),
                         "failed without a reason: {row:?}"
                     );
-                    assert_eq!(row.phase, "failed", "{row:?}");
+                    assert_eq!(row.phase, Phase::Failed, "{row:?}");
                     assert!(row.event_id.is_some(), "an outcome without an event id: {row:?}");
                 }
-                other => panic!("video {id} ended {other}: {row:?}"),
+                Status::Pending | Status::Processing => panic!("video {id} ended {}: {row:?}", row.status),
             }
         }
         assert_eq!(self.queue_total().await, 0, "messages left in the job queue");
         for (body, _) in self.dead_letters().await {
-            let Ok(id) = worker::job::parse(&body) else { continue };
+            let Ok(id) = worker::message::parse(&body) else {
+                continue;
+            };
             if let Some(row) = self.db.get(id).await.expect("query") {
                 assert!(
-                    row.status == "failed",
+                    row.status == Status::Failed,
                     "a dead letter for a {} video: {body}",
                     row.status
                 );
@@ -381,24 +415,6 @@ impl Stack {
             "unfinished multipart uploads: {:?}",
             uploads.uploads()
         );
-    }
-
-    /// Runs a one-shot `vidworker` command against this stack; returns
-    /// (exit code, stdout, stderr).
-    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_vidworker"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(self.env())
-            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .output()
-            .expect("vidworker runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
     }
 
     /// Sends a raw message body to the job queue.
@@ -480,57 +496,6 @@ impl Stack {
         }
         dirs
     }
-
-    /// The environment the real binary needs to run against this stack.
-    pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("DATABASE_URL", self.database_url.clone()),
-            ("SQS_QUEUE_URL", self.queue_url.clone()),
-            ("S3_BUCKET", BUCKET.to_owned()),
-            ("AWS_ENDPOINT_URL", self.moto.endpoint()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-            ("VISIBILITY_TIMEOUT", self.visibility_timeout.as_secs().to_string()),
-            ("RECEIVE_WAIT_SECONDS", "1".to_owned()),
-            ("RETRY_BACKOFF", "1".to_owned()),
-            ("WORKER_TEMP_DIR", self.work_dir.path().display().to_string()),
-            ("RENDITION_PRESET", "veryfast".to_owned()),
-            ("RENDITION_THREADS", "1".to_owned()),
-            // One job at a time unless a test says otherwise, whatever
-            // the machine's cores (the default is one per core).
-            ("WORKER_CONCURRENCY", "1".to_owned()),
-            ("UNKNOWN_VIDEO_PATIENCE", "3".to_owned()),
-            // Tests run many workers at once; those that look at the
-            // endpoints give their own port.
-            ("METRICS_ADDR", "off".to_owned()),
-            // Not EC2: no instance metadata to ask.
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-            ("LOG_FORMAT", "json".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
-
-    /// Starts the real `vidworker run` against this stack, logging to a
-    /// file in the work dir.
-    pub fn spawn_binary(&self, name: &str, extra_env: &[(&str, &str)]) -> BinaryWorker {
-        let log = self.work_dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_vidworker"))
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(self.env())
-            .envs(extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("vidworker starts");
-        BinaryWorker { child, log }
-    }
 }
 
 pub struct RunningWorker {
@@ -544,80 +509,4 @@ impl RunningWorker {
         self.shutdown.stop_intake();
         self.handle.await.expect("worker task")
     }
-}
-
-pub struct BinaryWorker {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl BinaryWorker {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: sending a signal to our own child process.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({sig})");
-    }
-
-    /// Waits for the process to exit; returns its exit code.
-    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("vidworker did not exit within {limit:?}; log:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Log lines with this `event` field.
-    pub fn events(&self, event: &str) -> usize {
-        self.log_text()
-            .lines()
-            .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
-            .count()
-    }
-}
-
-impl Drop for BinaryWorker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain HTTP GET on 127.0.0.1: (status, body).
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response");
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The venv's Python, where the test tools (moto, prometheus_client) live.
-pub fn venv_python() -> PathBuf {
-    testkit::repo_root().join(".venv/bin/python")
 }

@@ -1,68 +1,17 @@
-//! What the platform gets beside the rendition, on the real stack: live
-//! progress in the row and completion events through SNS to an SQS
-//! subscriber (moto delivers them). The poster is checked in `worker.rs`
-//! and, in depth, in the processor's tests.
-
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
+//! Completion events as the platform receives them: through SNS to an SQS
+//! subscriber (moto delivers them), once per outcome, and the same event
+//! again after a crash between the record and the delete.
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::Value;
 use testkit::{Action, HttpProxy, Rule};
 use uuid::Uuid;
 
+use crate::binary::*;
+use crate::support::*;
+
 const LIMIT: Duration = Duration::from_secs(180);
-
-/// The phases of an attempt, in order.
-const PHASES: &[&str] = &["queued", "downloading", "transcoding", "uploading", "recording", "done"];
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn progress_climbs_through_the_phases_while_a_long_video_runs_and_ends_at_100() {
-    let stack = Stack::start(Duration::from_secs(30)).await;
-    let id = stack.submit("long-40s.mp4").await;
-    let row = stack.row(id).await;
-    assert_eq!((row.phase.as_str(), row.progress_percent), ("queued", 0));
-
-    let mut settings = stack.settings(1);
-    settings.progress_interval = Duration::from_secs(1);
-    let worker = stack.spawn_worker(settings).await;
-    let mut seen: Vec<(String, i16)> = Vec::new();
-    let start = Instant::now();
-    let row = loop {
-        let row = stack.row(id).await;
-        assert!(row.attempts <= 1, "one attempt: {row:?}");
-        if seen.last() != Some(&(row.phase.clone(), row.progress_percent)) {
-            seen.push((row.phase.clone(), row.progress_percent));
-        }
-        if row.status != "pending" && row.status != "processing" {
-            break row;
-        }
-        assert!(start.elapsed() < LIMIT, "still {}: {seen:?}", row.status);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    worker.stop().await;
-
-    assert_eq!(row.status, "processed", "{:?}", row.error);
-    assert_eq!(seen.last(), Some(&("done".to_owned(), 100)), "{seen:?}");
-    let between: Vec<i16> = seen
-        .iter()
-        .filter(|(phase, p)| phase == "transcoding" && *p > 0 && *p < 100)
-        .map(|(_, p)| *p)
-        .collect();
-    assert!(between.len() >= 2, "transcoding progress observed on the way: {seen:?}");
-    for pair in seen.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        let order = |p: &str| PHASES.iter().position(|q| *q == p).expect("a known phase");
-        assert!(
-            order(&b.0) >= order(&a.0) && b.1 >= a.1,
-            "progress went back from {a:?} to {b:?}: {seen:?}"
-        );
-    }
-    stack.check_invariants(&[id]).await;
-}
 
 /// A topic with an SQS queue subscribed to it (raw delivery: the message
 /// body is the event itself); returns (topic ARN, subscriber queue URL).
@@ -155,7 +104,7 @@ async fn each_outcome_is_announced_once_through_sns() {
     let mut worker = stack.spawn_binary("events", &[("EVENTS_TOPIC_ARN", topic.as_str())]);
     let rows = stack.wait_settled(&[good, audio], LIMIT).await;
     let all = events(&stack, &subscriber, Duration::from_secs(5)).await;
-    worker.signal(libc::SIGTERM);
+    worker.signal(Signal::TERM);
     assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
     assert_eq!(all.len(), 2, "one event per outcome: {all:#?}");
 
@@ -212,7 +161,7 @@ async fn a_crash_between_record_and_delete_republishes_the_same_event() {
     ];
     let mut first = stack.spawn_binary("announced", &env);
     tokio::task::block_in_place(|| proxy.wait_held(rule, 1, LIMIT)).expect("the delete is held");
-    first.signal(libc::SIGKILL);
+    first.signal(Signal::KILL);
     first.wait(Duration::from_secs(10));
     proxy.remove_rule(rule).expect("remove");
     let before = events(&stack, &subscriber, Duration::from_secs(2)).await;
@@ -227,7 +176,7 @@ async fn a_crash_between_record_and_delete_republishes_the_same_event() {
         })
         .await;
     let after = events(&stack, &subscriber, Duration::from_secs(3)).await;
-    second.signal(libc::SIGTERM);
+    second.signal(Signal::TERM);
     assert_eq!(second.wait(LIMIT), Some(0), "{}", second.log_text());
     assert_eq!(after, before, "the same event again, not a lost or a new one");
     let row = stack.row(id).await;

@@ -1,15 +1,14 @@
 //! What an operator runs in production: the metrics and health endpoints
 //! of `vidworker run`, scraped and parsed as Prometheus would.
 
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use worker::db::Status;
+
+use crate::binary::*;
+use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -112,10 +111,10 @@ async fn run_serves_metrics_health_and_readiness() {
     let slow = stack.submit("long-40s.mp4").await;
     stack
         .wait_for(LIMIT, "the slow job to start", || async {
-            (stack.row(slow).await.status == "processing").then_some(())
+            (stack.row(slow).await.status == Status::Processing).then_some(())
         })
         .await;
-    worker.signal(libc::SIGTERM);
+    worker.signal(Signal::TERM);
     // The signal is handled asynchronously: give the worker a moment to
     // notice it, well inside the slow job's 40 s.
     let body = stack
@@ -129,7 +128,7 @@ async fn run_serves_metrics_health_and_readiness() {
     let (_, text) = http_get(port, "/metrics");
     assert_eq!(parse_metrics(&text)["vidworker_jobs_in_flight{}"], 1.0);
     assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
-    assert_eq!(stack.row(slow).await.status, "processed");
+    assert_eq!(stack.row(slow).await.status, Status::Processed);
     // The start-up line names the build.
     let log = worker.log_text();
     assert!(log.contains("\"commit\":") && log.contains("\"version\":"), "{log}");
@@ -202,7 +201,7 @@ async fn tls_to_postgres_verifies_the_server_and_plaintext_is_refused() {
         "CREATE ROLE app LOGIN PASSWORD 'app-secret'",
         "GRANT ALL ON ALL TABLES IN SCHEMA public TO app",
     ] {
-        sqlx::query(sql).execute(stack.db.pool()).await.expect(sql);
+        stack.sql(sql);
     }
     let certs = tempfile::tempdir().expect("dir");
     certificates(certs.path());
@@ -234,15 +233,17 @@ async fn tls_to_postgres_verifies_the_server_and_plaintext_is_refused() {
     let good = url("ca.pem", "verify-full");
     let mut worker = stack.spawn_binary("tls", &[("DATABASE_URL", good.as_str()), ("PGPASSWORD", "app-secret")]);
     let rows = stack.wait_settled(&[id], LIMIT).await;
-    assert_eq!(rows[0].status, "processed", "{}", worker.log_text());
-    let encrypted: Vec<bool> = sqlx::query_scalar(
-        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'app'",
-    )
-    .fetch_all(stack.db.pool())
-    .await
-    .expect("pg_stat_ssl");
-    assert!(!encrypted.is_empty() && encrypted.iter().all(|e| *e), "{encrypted:?}");
-    worker.signal(libc::SIGTERM);
+    assert_eq!(rows[0].status, Status::Processed, "{}", worker.log_text());
+    // What PostgreSQL itself says of the worker's connections.
+    let encrypted = tokio::task::block_in_place(|| {
+        stack.sql("SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.usename = 'app'")
+    });
+    let encrypted: Vec<&str> = encrypted.lines().collect();
+    assert!(
+        !encrypted.is_empty() && encrypted.iter().all(|e| *e == "t"),
+        "{encrypted:?}"
+    );
+    worker.signal(Signal::TERM);
     assert_eq!(worker.wait(LIMIT), Some(0));
 
     // Someone else's CA: refused, in one line.

@@ -1,14 +1,15 @@
-//! The worker against the real stack: PostgreSQL and moto's S3 and SQS.
-
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
+//! The worker against the real stack, in process: PostgreSQL and moto's S3
+//! and SQS. An upload becomes a processed rendition; bad originals fail
+//! once with the reason; unknown and malformed messages end in the
+//! dead-letter queue; jobs run side by side and prefetch.
 
 use std::time::Duration;
 
-use common::*;
 use uuid::Uuid;
 use worker::config::WorkerSettings;
+use worker::db::{Phase, Status};
+
+use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -16,14 +17,14 @@ const LIMIT: Duration = Duration::from_secs(120);
 async fn an_upload_becomes_a_processed_rendition_in_s3() {
     let stack = Stack::start(Duration::from_secs(30)).await;
     let id = stack.submit("landscape-1080p30.mp4").await;
-    assert_eq!(stack.row(id).await.status, "pending");
+    assert_eq!(stack.row(id).await.status, Status::Pending);
 
     let worker = stack.spawn_worker(stack.settings(1)).await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let stats = worker.stop().await;
 
     let row = &rows[0];
-    assert_eq!(row.status, "processed", "error: {:?}", row.error);
+    assert_eq!(row.status, Status::Processed, "error: {:?}", row.error);
     assert_eq!(row.error, None);
     assert_eq!(row.attempts, 1);
     // Each claim writes its own key, so a stale worker can never overwrite
@@ -40,7 +41,7 @@ async fn an_upload_becomes_a_processed_rendition_in_s3() {
         stack.storage.list(&format!("processed/{id}/")).await.expect("list"),
         vec![poster.clone(), key.clone()]
     );
-    assert_eq!((row.phase.as_str(), row.progress_percent), ("done", 100));
+    assert_eq!((row.phase, row.progress_percent), (Phase::Done, 100));
     assert!(row.processed_at.is_some() && row.processing_started_at.is_some());
     assert_eq!((row.source_width, row.source_height), (Some(1920), Some(1080)));
     assert_eq!(row.source_duration_seconds, Some(4.0));
@@ -97,7 +98,7 @@ async fn the_recorded_rendition_plays_and_seeks_in_a_browser_straight_from_s3() 
     let rows = stack.wait_settled(&[id], LIMIT).await;
     worker.stop().await;
     let row = &rows[0];
-    assert_eq!(row.status, "processed", "error: {:?}", row.error);
+    assert_eq!(row.status, Status::Processed, "error: {:?}", row.error);
     let video = stack.presigned_url(row.processed_key.as_deref().expect("key")).await;
     let poster = stack.presigned_url(row.poster_key.as_deref().expect("poster")).await;
     assert!(video.starts_with(&stack.moto.endpoint()), "{video}");
@@ -153,7 +154,7 @@ async fn bad_originals_fail_once_with_the_reason_and_are_not_retried() {
     worker.stop().await;
 
     for row in &rows {
-        assert_eq!(row.status, "failed", "{row:?}");
+        assert_eq!(row.status, Status::Failed, "{row:?}");
         assert_eq!(row.attempts, 1, "permanent failures are not retried: {row:?}");
     }
     let error = |i: usize| rows[i].error.clone().unwrap_or_default();
@@ -235,7 +236,7 @@ async fn several_jobs_run_at_once_up_to_the_concurrency() {
     worker.stop().await;
 
     for row in &rows {
-        assert_eq!(row.status, "processed", "{row:?}");
+        assert_eq!(row.status, Status::Processed, "{row:?}");
         assert_eq!(row.attempts, 1);
         let info = stack.fetch_rendition(row.processed_key.as_deref().expect("key")).await;
         assert_eq!((info.display_width, info.display_height), (1280, 720));
@@ -263,30 +264,10 @@ async fn an_oversized_original_is_refused_before_it_is_downloaded() {
     let worker = stack.spawn_worker(settings).await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     worker.stop().await;
-    assert_eq!(rows[0].status, "failed");
+    assert_eq!(rows[0].status, Status::Failed);
     let error = rows[0].error.clone().unwrap_or_default();
     assert!(error.contains("more than the 100000 byte input limit"), "{error}");
     assert_eq!(stack.queue_total().await, 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_refuses_to_start_and_names_what_is_unreachable() {
-    let stack = Stack::start(Duration::from_secs(30)).await;
-    let run = |extra: &[(&str, &str)]| {
-        let mut w = stack.spawn_binary("refused", extra);
-        let code = w.wait(Duration::from_secs(60));
-        (code, w.log_text())
-    };
-    let (code, log) = run(&[("S3_BUCKET", "no-such-bucket")]);
-    assert_eq!(code, Some(1));
-    assert!(log.contains("s3://no-such-bucket"), "{log}");
-    let (code, log) = run(&[("SQS_QUEUE_URL", &format!("{}/123456789012/nope", stack.moto.endpoint()))]);
-    assert_eq!(code, Some(1));
-    assert!(log.contains("queue ") && log.contains("/nope"), "{log}");
-    let bad_db = stack.database_url.replace("/vidworker", "/nosuchdb");
-    let (code, log) = run(&[("DATABASE_URL", &bad_db)]);
-    assert_eq!(code, Some(1));
-    assert!(log.contains("database"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,11 +287,11 @@ async fn the_next_job_downloads_while_one_transcodes_and_waits_for_its_slot() {
             || async {
                 let (a, b) = (stack.row(ids[0]).await, stack.row(ids[1]).await);
                 let waits = |r: &worker::db::VideoRow| {
-                    r.status == "processing" && r.phase == "downloading" && r.progress_percent == 10
+                    r.status == Status::Processing && r.phase == Phase::Downloading && r.progress_percent == 10
                 };
-                match (a.phase.as_str(), b.phase.as_str()) {
-                    ("transcoding", _) if waits(&b) => Some(b),
-                    (_, "transcoding") if waits(&a) => Some(a),
+                match (a.phase, b.phase) {
+                    (Phase::Transcoding, _) if waits(&b) => Some(b),
+                    (_, Phase::Transcoding) if waits(&a) => Some(a),
                     _ => None,
                 }
             },
@@ -319,7 +300,7 @@ async fn the_next_job_downloads_while_one_transcodes_and_waits_for_its_slot() {
     let rows = stack.wait_settled(&ids, LIMIT).await;
     let stats = worker.stop().await;
     assert!(
-        rows.iter().all(|r| r.status == "processed" && r.attempts == 1),
+        rows.iter().all(|r| r.status == Status::Processed && r.attempts == 1),
         "{rows:?}"
     );
     assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 2);
@@ -337,10 +318,10 @@ async fn at_shutdown_a_job_waiting_for_its_slot_is_handed_back_uncounted() {
     let (running, waiting) = stack
         .wait_for(LIMIT, "one job transcoding while the other waits", || async {
             let (a, b) = (stack.row(ids[0]).await, stack.row(ids[1]).await);
-            let waits = |r: &worker::db::VideoRow| r.phase == "downloading" && r.progress_percent == 10;
-            match (a.phase.as_str(), b.phase.as_str()) {
-                ("transcoding", _) if waits(&b) => Some((a.id, b.id)),
-                (_, "transcoding") if waits(&a) => Some((b.id, a.id)),
+            let waits = |r: &worker::db::VideoRow| r.phase == Phase::Downloading && r.progress_percent == 10;
+            match (a.phase, b.phase) {
+                (Phase::Transcoding, _) if waits(&b) => Some((a.id, b.id)),
+                (_, Phase::Transcoding) if waits(&a) => Some((b.id, a.id)),
                 _ => None,
             }
         })
@@ -349,10 +330,10 @@ async fn at_shutdown_a_job_waiting_for_its_slot_is_handed_back_uncounted() {
     // waiting one goes back at once, its attempt not counted.
     let stats = worker.stop().await;
     let (running, waiting) = (stack.row(running).await, stack.row(waiting).await);
-    assert_eq!(running.status, "processed", "{running:?}");
-    assert_eq!(waiting.status, "pending", "{waiting:?}");
+    assert_eq!(running.status, Status::Processed, "{running:?}");
+    assert_eq!(waiting.status, Status::Pending, "{waiting:?}");
     assert_eq!((waiting.attempts, waiting.interruptions), (1, 1), "{waiting:?}");
-    assert_eq!((waiting.phase.as_str(), waiting.progress_percent), ("queued", 0));
+    assert_eq!((waiting.phase, waiting.progress_percent), (Phase::Queued, 0));
     assert_eq!(stats.processed.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(stack.queue_total().await, 1, "its message is back in the queue");
     assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());

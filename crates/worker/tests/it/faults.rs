@@ -1,114 +1,17 @@
-//! Fault injection on the real stack: killed workers, signals, jobs longer
-//! than the visibility timeout, duplicates, endless transient failures and
-//! a database restart. At-least-once delivery must never lose a video,
-//! leave one stuck, or make it twice.
-
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
+//! Faults the worker rides out in process: jobs longer than the visibility
+//! timeout, duplicates, endless transient failures, a database restart, an
+//! S3 and SQS outage. At-least-once delivery must never lose a video, leave
+//! one stuck, or make it twice. (Killed and signalled workers: the
+//! `vidworker` crate's tests, which run the real binary.)
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use common::*;
+use worker::db::Status;
+
+use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// A job that takes several seconds: 30 s of output from a 40 s upload.
-const SLOW: &str = "long-40s.mp4";
-
-async fn wait_processing(stack: &Stack, id: uuid::Uuid) {
-    stack
-        .wait_for(LIMIT, "the job to start", || async {
-            (stack.row(id).await.status == "processing").then_some(())
-        })
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_job_is_replaced_and_the_video_made_once() {
-    let stack = Stack::start(Duration::from_secs(4)).await;
-    let id = stack.submit(SLOW).await;
-    let mut first = stack.spawn_binary("first", &[]);
-    wait_processing(&stack, id).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    first.signal(libc::SIGKILL);
-    first.wait(Duration::from_secs(10));
-    assert_eq!(stack.row(id).await.status, "processing", "killed mid-job");
-    assert!(
-        stack.leftover_job_dirs().len() <= 1,
-        "a killed job may leave its own directory only"
-    );
-
-    let second = stack.spawn_worker(stack.settings(1)).await;
-    let rows = stack.wait_settled(&[id], LIMIT).await;
-    let stats = second.stop().await;
-    let row = &rows[0];
-    assert_eq!(row.status, "processed", "{row:?}");
-    assert_eq!(row.attempts, 2, "one killed attempt, one that finished");
-    assert_eq!(stats.processed.load(Relaxed), 1);
-    assert_eq!(stats.busy.load(Relaxed), 0, "the dead worker's lease had run out");
-    let info = stack.fetch_rendition(row.processed_key.as_deref().expect("key")).await;
-    assert_eq!(info.duration, Some(Duration::from_secs(30)));
-    assert_eq!(stack.queue_total().await, 0);
-    assert!(stack.dead_letters().await.is_empty());
-    assert!(
-        stack.leftover_job_dirs().is_empty(),
-        "the new worker removed the killed one's files: {:?}",
-        stack.leftover_job_dirs()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_a_running_job_finish_then_exits_cleanly() {
-    let stack = Stack::start(Duration::from_secs(30)).await;
-    let id = stack.submit(SLOW).await;
-    let mut worker = stack.spawn_binary("graceful", &[("SHUTDOWN_GRACE", "90")]);
-    wait_processing(&stack, id).await;
-    // The job's working directory is private to the worker's user.
-    let dirs = stack
-        .wait_for(LIMIT, "the job's directory", || async {
-            let dirs = stack.leftover_job_dirs();
-            (!dirs.is_empty()).then_some(dirs)
-        })
-        .await;
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&dirs[0]).expect("job dir").permissions().mode();
-    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
-    worker.signal(libc::SIGTERM);
-    let code = worker.wait(LIMIT);
-    assert_eq!(code, Some(0), "{}", worker.log_text());
-    let row = stack.row(id).await;
-    assert_eq!(row.status, "processed", "the job finished within the grace period");
-    assert_eq!(row.attempts, 1);
-    assert_eq!(stack.queue_total().await, 0);
-    assert!(stack.leftover_job_dirs().is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_past_the_grace_period_hands_the_job_back_at_once() {
-    let stack = Stack::start(Duration::from_secs(30)).await;
-    let id = stack.submit(SLOW).await;
-    let mut worker = stack.spawn_binary("impatient", &[("SHUTDOWN_GRACE", "0")]);
-    wait_processing(&stack, id).await;
-    worker.signal(libc::SIGTERM);
-    let code = worker.wait(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{}", worker.log_text());
-    assert_eq!(worker.events("released"), 1, "{}", worker.log_text());
-
-    let row = stack.row(id).await;
-    assert_eq!(row.status, "pending", "handed back: {row:?}");
-    assert!(row.claimed_by.is_none() && row.lease_expires_at.is_none());
-    let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
-    assert_eq!((visible, in_flight), (1, 0), "the message is visible again at once");
-    assert!(stack.leftover_job_dirs().is_empty(), "{:?}", stack.leftover_job_dirs());
-
-    let next = stack.spawn_worker(stack.settings(1)).await;
-    let rows = stack.wait_settled(&[id], LIMIT).await;
-    next.stop().await;
-    assert_eq!(rows[0].status, "processed");
-    assert_eq!(rows[0].attempts, 2);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_longer_than_the_visibility_timeout_is_made_once() {
@@ -121,7 +24,7 @@ async fn a_job_longer_than_the_visibility_timeout_is_made_once() {
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let (a, b) = (a.stop().await, b.stop().await);
     let row = &rows[0];
-    assert_eq!(row.status, "processed");
+    assert_eq!(row.status, Status::Processed);
     assert_eq!(row.attempts, 1, "claimed once");
     let taken = row.processed_at.expect("end") - row.processing_started_at.expect("start");
     assert!(
@@ -151,7 +54,7 @@ async fn a_duplicate_message_makes_one_rendition() {
         .await;
     let stats = worker.stop().await;
     let row = stack.row(id).await;
-    assert_eq!(row.status, "processed");
+    assert_eq!(row.status, Status::Processed);
     assert_eq!(row.attempts, 1, "processed once");
     assert_eq!(stats.processed.load(Relaxed), 1);
     assert_eq!(
@@ -185,7 +88,7 @@ async fn a_job_that_always_fails_transiently_ends_failed_in_the_dead_letter_queu
         .await;
     let stats = worker.stop().await;
     let row = &rows[0];
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, Status::Failed);
     assert_eq!(row.attempts, 3, "exactly the configured number of receives");
     let error = row.error.clone().unwrap_or_default();
     assert!(
@@ -215,7 +118,7 @@ async fn a_database_restart_mid_run_loses_nothing() {
     let first = ids[0];
     stack
         .wait_for(LIMIT, "one video processed", || async {
-            (stack.row(first).await.status == "processed").then_some(())
+            (stack.row(first).await.status == Status::Processed).then_some(())
         })
         .await;
     tokio::task::block_in_place(|| {
@@ -226,7 +129,7 @@ async fn a_database_restart_mid_run_loses_nothing() {
     let rows = stack.wait_settled(&ids, LIMIT).await;
     let stats = worker.stop().await;
     for row in &rows {
-        assert_eq!(row.status, "processed", "{row:?}");
+        assert_eq!(row.status, Status::Processed, "{row:?}");
     }
     assert_eq!(stats.processed.load(Relaxed), ids.len() as u64, "each made once");
     assert_eq!(stack.queue_total().await, 0);
@@ -250,7 +153,7 @@ async fn an_sqs_and_s3_outage_is_waited_out_without_a_busy_loop() {
     let id = stack.submit("gray-720p.mp4").await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let stats = worker.stop().await;
-    assert_eq!(rows[0].status, "processed", "recovered");
+    assert_eq!(rows[0].status, Status::Processed, "recovered");
     let errors = stats.receive_errors.load(Relaxed);
     assert!(
         (1..=6).contains(&errors),
@@ -277,7 +180,7 @@ async fn a_queue_with_a_short_default_timeout_does_not_expose_a_running_job() {
     let b = stack.spawn_worker(stack.settings(1)).await;
     let rows = stack.wait_settled(&[id], LIMIT).await;
     let (a, b) = (a.stop().await, b.stop().await);
-    assert_eq!(rows[0].status, "processed");
+    assert_eq!(rows[0].status, Status::Processed);
     assert_eq!(rows[0].attempts, 1);
     assert_eq!(
         a.busy.load(Relaxed) + b.busy.load(Relaxed) + a.duplicates.load(Relaxed) + b.duplicates.load(Relaxed),
@@ -332,7 +235,7 @@ async fn without_a_dead_letter_queue_a_failing_job_stops_at_the_limit() {
     shutdown.stop_intake();
     let stats = handle.await.expect("worker");
     let row = stack.row(id).await;
-    assert_eq!(row.status, "failed");
+    assert_eq!(row.status, Status::Failed);
     assert_eq!(row.attempts, 2, "exactly MAX_RECEIVES attempts");
     assert!(row.error.unwrap_or_default().starts_with("gave up after 2 attempts"));
     assert_eq!(stats.dead_lettered.load(Relaxed), 1, "logged and deleted, not looped");

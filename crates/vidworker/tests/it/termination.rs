@@ -1,18 +1,15 @@
 //! EC2 termination notices, without AWS: an IMDSv2 stand-in (with the token
 //! exchange) and an Auto Scaling stand-in that records
-//! `CompleteLifecycleAction` (`tests/support/ec2_stub.py`), reached through
+//! `CompleteLifecycleAction` (`tests/it/ec2_stub.py`), reached through
 //! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_AUTO_SCALING`.
-
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
-use uuid::Uuid;
+use crate::binary::*;
+use crate::support::*;
+use worker::db::Status;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -25,7 +22,7 @@ struct Ec2Stub {
 impl Ec2Stub {
     fn start() -> Ec2Stub {
         let port = testkit::free_port().expect("port");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/ec2_stub.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/ec2_stub.py");
         let child = Command::new(venv_python())
             .arg(script)
             .arg(port.to_string())
@@ -87,14 +84,6 @@ impl Drop for Ec2Stub {
     }
 }
 
-async fn wait_status(stack: &Stack, id: Uuid, status: &str) {
-    stack
-        .wait_for(LIMIT, &format!("the video {status}"), || async {
-            (stack.row(id).await.status == status).then_some(())
-        })
-        .await;
-}
-
 /// Waits for the notice in the worker's log; returns how long it took.
 fn wait_notice(worker: &BinaryWorker, since: Instant) -> Duration {
     while worker.events("termination_notice") == 0 {
@@ -126,7 +115,7 @@ async fn a_scale_in_drains_the_running_job_completes_the_lifecycle_action_and_ex
     let env = stub.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut worker = stack.spawn_binary("scale-in", &env);
-    wait_status(&stack, id, "processing").await;
+    stack.wait_status(id, Status::Processing, LIMIT).await;
 
     stub.post("/__stub/lifecycle", "Terminated");
     let took = tokio::task::block_in_place(|| wait_notice(&worker, Instant::now()));
@@ -137,12 +126,12 @@ async fn a_scale_in_drains_the_running_job_completes_the_lifecycle_action_and_ex
     assert_eq!(code, Some(0), "exits 0 with no signal:\n{}", worker.log_text());
     assert_eq!(
         stack.row(id).await.status,
-        "processed",
+        Status::Processed,
         "the running job finished in time"
     );
     assert_eq!(
         stack.row(later).await.status,
-        "pending",
+        Status::Pending,
         "no job taken after the notice"
     );
     let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
@@ -165,7 +154,7 @@ async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
     // reclaim, however soon after its start the notice is seen.
     env.push(("RENDITION_PRESET", "veryslow"));
     let mut worker = stack.spawn_binary("spot", &env);
-    wait_status(&stack, id, "processing").await;
+    stack.wait_status(id, Status::Processing, LIMIT).await;
 
     // Reclaimed in 5 s: too soon to finish, so the job is handed back.
     let at = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + Duration::from_secs(5));
@@ -182,8 +171,8 @@ async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
     assert_eq!(code, Some(0), "exits 0 with no signal:\n{}", worker.log_text());
     let row = stack.row(id).await;
     assert_eq!(
-        (row.status.as_str(), row.interruptions),
-        ("pending", 1),
+        (row.status, row.interruptions),
+        (Status::Pending, 1),
         "handed back: {row:?}"
     );
     let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;

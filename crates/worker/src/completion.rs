@@ -32,7 +32,8 @@
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::db::VideoRow;
+use crate::db::{Status, VideoRow};
+use crate::failure::FailureClass;
 
 /// The version of the schema above.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -54,6 +55,13 @@ pub struct PublishError {
     video_id: Uuid,
     target: String,
     message: String,
+}
+
+impl PublishError {
+    /// An outage of SNS or SQS: worth waiting for.
+    pub fn class(&self) -> FailureClass {
+        FailureClass::Outage
+    }
 }
 
 /// One completion event.
@@ -147,8 +155,8 @@ impl Completion {
             source: None,
             failure: None,
         };
-        match row.status.as_str() {
-            "processed" => Some(Completion {
+        match row.status {
+            Status::Processed => Some(Completion {
                 rendition: row.processed_key.as_ref().map(|key| Rendition {
                     key: key.clone(),
                     bytes: row.processed_bytes,
@@ -168,15 +176,15 @@ impl Completion {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 ..base("video.processed")
             }),
-            "failed" => Some(Completion {
+            Status::Failed => Some(Completion {
                 failure: Some(Failure {
-                    class: row.failure_kind.clone().unwrap_or_default(),
+                    class: row.failure_kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
                     kind: row.last_error_kind.clone().unwrap_or_default(),
                     reason: row.error.clone().unwrap_or_default(),
                 }),
                 ..base("video.failed")
             }),
-            _ => None,
+            Status::Pending | Status::Processing => None,
         }
     }
 }

@@ -1,0 +1,137 @@
+//! The `vidworker` commands an operator runs: start-up checks that name
+//! what is wrong, the dead-letter tools and requeue.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+use worker::db::{FailureKind, Status};
+
+use crate::support::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_to_start_and_names_what_is_unreachable() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let run = |extra: &[(&str, &str)]| {
+        let mut w = stack.spawn_binary("refused", extra);
+        let code = w.wait(Duration::from_secs(60));
+        (code, w.log_text())
+    };
+    let (code, log) = run(&[("S3_BUCKET", "no-such-bucket")]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("s3://no-such-bucket"), "{log}");
+    let (code, log) = run(&[("SQS_QUEUE_URL", &format!("{}/123456789012/nope", stack.moto.endpoint()))]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("queue ") && log.contains("/nope"), "{log}");
+    let bad_db = stack.database_url.replace("/vidworker", "/nosuchdb");
+    let (code, log) = run(&[("DATABASE_URL", &bad_db)]);
+    assert_eq!(code, Some(1));
+    assert!(log.contains("database"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_an_empty_database_while_messages_wait() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let id = stack.submit("gray-720p.mp4").await;
+    // A wrong DATABASE_URL: another (empty) database, migrated at start.
+    let wrong = stack.pg.create_database("wrong").expect("database");
+    let mut w = stack.spawn_binary(
+        "wrong-db",
+        &[("DATABASE_URL", wrong.as_str()), ("RUN_MIGRATIONS", "true")],
+    );
+    assert_eq!(w.wait(Duration::from_secs(60)), Some(1));
+    let log = w.log_text();
+    assert!(log.contains("has no videos while the queue holds 1 messages"), "{log}");
+    let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
+    assert_eq!((visible, in_flight), (1, 0), "the message is untouched");
+    assert_eq!(stack.row(id).await.status, Status::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_tools_and_requeue_are_driven_by_the_row() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let processed = stack.submit("gray-720p.mp4").await;
+    let bad = stack.submit("truncated.mp4").await;
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    stack.wait_settled(&[processed, bad], LIMIT).await;
+    worker.stop().await;
+    let gave_up = stack.row_without_message("portrait-rotated.mp4").await;
+    stack
+        .db
+        .mark_failed(
+            gave_up,
+            None,
+            FailureKind::GaveUp,
+            "gave up after 3 attempts: test",
+            "test",
+        )
+        .await
+        .expect("fail");
+    let dlq = worker::queue::Queue::new(stack.clients.sqs.clone(), &stack.dlq_url);
+    for body in [
+        worker::message::body(processed),
+        worker::message::body(bad),
+        worker::message::body(gave_up),
+        "not a job".to_owned(),
+    ] {
+        dlq.send(&body).await.expect("dead letter");
+    }
+
+    let (code, out, err) = stack.command(&["dlq", "stats"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": 4 messages"), "{out}");
+    let (code, out, err) = stack.command(&["dlq", "peek", "10"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("video {processed}  row processed")), "{out}");
+    assert!(out.contains(&format!("video {gave_up}  row failed")), "{out}");
+    assert_eq!(stack.dead_letters().await.len(), 4, "peeking leaves them queued");
+    let (code, out, err) = stack.command(&["dlq", "redrive", "--all"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.starts_with("redriven 1, deleted 1 (already processed), left 2"),
+        "{out}"
+    );
+    let mut left: Vec<String> = stack.dead_letters().await.into_iter().map(|d| d.0).collect();
+    left.sort();
+    let mut want = vec![worker::message::body(bad), "not a job".to_owned()];
+    want.sort();
+    assert_eq!(left, want, "failed inputs and malformed messages stay for an operator");
+
+    // Requeue a processed video on purpose: made again, under a new key,
+    // and the old rendition removed once the new one is recorded.
+    let old_key = stack.row(processed).await.processed_key.expect("key");
+    let (code, out, err) = stack.command(&["requeue", &processed.to_string()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("requeued"), "{out}");
+    let (code, _, err) = stack.command(&["requeue", &Uuid::new_v4().to_string()], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not requeued"), "{err}");
+
+    let worker = stack.spawn_worker(stack.settings(1)).await;
+    stack
+        .wait_for(LIMIT, "both videos processed", || async {
+            let a = stack.row(processed).await;
+            let b = stack.row(gave_up).await;
+            (a.status == Status::Processed
+                && a.processed_key.as_deref() != Some(&old_key)
+                && b.status == Status::Processed)
+                .then_some(())
+        })
+        .await;
+    worker.stop().await;
+    assert!(
+        !stack
+            .storage
+            .list(&format!("processed/{processed}/"))
+            .await
+            .expect("list")
+            .contains(&old_key)
+    );
+    assert_eq!(
+        stack.row(processed).await.attempts,
+        1,
+        "a requeued video gets a fresh set of attempts"
+    );
+    stack.check_invariants(&[processed, gave_up, bad]).await;
+}

@@ -1,0 +1,302 @@
+//! The `videos` table, one file per client of it:
+//! - [`row`]: a row as read back, and the stored states;
+//! - [`claim`]: what a job does (claim with a lease and a fencing token,
+//!   renew, progress, record the outcome, hand back);
+//! - [`repair`]: what the reconciler does (stranded and abandoned videos,
+//!   its lock);
+//! - [`admin`]: what operators and the platform's API do (insert, read,
+//!   requeue, count).
+//!
+//! Queries are checked at run time and every statement is covered by the
+//! integration tests; the build never needs a database. Stored states are
+//! bound as [`Status`], [`Phase`] and [`FailureKind`], never written as
+//! string literals.
+//!
+//! Every call is bounded: the server cancels a statement after
+//! `statement_timeout` and gives up a lock wait after `lock_timeout`, and
+//! the client gives up a call (connecting included) after [`CALL_TIMEOUT`],
+//! so a database that stops answering (a network blackhole) cannot hang a
+//! job, a heartbeat or a shutdown. sqlx does not expose TCP keepalives; the
+//! client-side timeout is what detects a dead peer.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row};
+
+mod admin;
+mod claim;
+mod repair;
+mod row;
+
+pub use self::admin::Requeue;
+pub use self::claim::{Attempt, Claim, Claimed, HandBack, ProcessedRow, Recorded};
+pub use self::repair::{Abandoned, Stranded};
+pub use self::row::{Phase, Status, VideoRow};
+use crate::failure::FailureClass;
+pub use crate::failure::FailureKind;
+
+/// The longest any one database call may take, connecting included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A statement failed, or the database could not be reached.
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A call got no answer in time.
+    #[error("database: no answer within {} s ({what})", after.as_secs())]
+    Timeout {
+        /// What was being done.
+        what: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// Migrations could not be applied.
+    #[error("database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database did not answer a check in time.
+    #[error("database {database}: no answer within {} s", after.as_secs())]
+    NoAnswer {
+        /// The URL without its password.
+        database: String,
+        /// How long the check waited.
+        after: Duration,
+    },
+    /// The database answered a check with an error; `hint` says what to do.
+    #[error("database {database}: {source}{hint}")]
+    Unusable {
+        /// The URL without its password.
+        database: String,
+        /// What the server or driver said.
+        source: sqlx::Error,
+        /// A suggestion, starting with a separator, or empty.
+        hint: &'static str,
+    },
+}
+
+impl DbError {
+    /// Whether waiting could help (the server or the network is down) or
+    /// the worker is misconfigured (credentials, permissions, schema, TLS).
+    pub fn class(&self) -> FailureClass {
+        let sql = match self {
+            DbError::Query(e) | DbError::Unusable { source: e, .. } => e,
+            DbError::Timeout { .. } | DbError::NoAnswer { .. } => return FailureClass::Outage,
+            DbError::Migrate(_) => return FailureClass::Configuration,
+        };
+        match sql {
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                // 08: connection exception; 53: insufficient resources;
+                // 57: operator intervention (shutdown, statement timeout);
+                // 40: rollback (serialization, deadlock); 55P03: lock
+                // timeout.
+                if ["08", "53", "57", "40"].iter().any(|c| code.starts_with(c)) || code == "55P03" {
+                    FailureClass::Outage
+                } else {
+                    // 28: authentication; 42: missing table, column or
+                    // privilege; 3D: no such database; anything else from
+                    // the fixed, tested statements means a schema mismatch.
+                    FailureClass::Configuration
+                }
+            }
+            sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) | sqlx::Error::ColumnNotFound(_) => {
+                FailureClass::Configuration
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
+                FailureClass::Configuration
+            }
+            _ => FailureClass::Outage,
+        }
+    }
+}
+
+/// The database handle: a small connection pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// The URL without its password, for messages.
+    label: String,
+}
+
+/// Written by hand: the connect options hold the password.
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("database", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Db {
+    /// Connects lazily: the pool opens connections on first use and reopens
+    /// them after the server restarts. `sslmode`, `sslrootcert` and the
+    /// other libpq parameters in the URL apply, and `PGPASSWORD` (or
+    /// `~/.pgpass`) supplies a password the URL leaves out.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        // Statements are not logged: they would carry video ids at info level.
+        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging().options([
+            ("statement_timeout", "20s"),
+            ("lock_timeout", "5s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
+        Ok(Db {
+            pool,
+            options,
+            label: redact(url),
+        })
+    }
+
+    /// The URL without its password.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs a call with the client-side deadline ([`CALL_TIMEOUT`]).
+    async fn with_deadline<T, F>(&self, what: &'static str, call: F) -> Result<T, DbError>
+    where
+        F: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(DbError::Timeout {
+                what,
+                after: CALL_TIMEOUT,
+            }),
+        }
+    }
+
+    /// Checks, on a connection of its own so the real cause of a failure
+    /// shows (not a pool timeout), that the server answers and the `videos`
+    /// table exists. The message names the database.
+    pub async fn check(&self) -> Result<(), DbError> {
+        use sqlx::Connection;
+        let fail = |e: sqlx::Error| {
+            let hint = match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+                    " (run `vidworker migrate` or start with --migrate)"
+                }
+                _ => "",
+            };
+            DbError::Unusable {
+                database: self.label.clone(),
+                source: e,
+                hint,
+            }
+        };
+        let after = Duration::from_secs(10);
+        let no_answer = || DbError::NoAnswer {
+            database: self.label.clone(),
+            after,
+        };
+        let mut conn = tokio::time::timeout(after, sqlx::PgConnection::connect_with(&self.options))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(fail)?;
+        tokio::time::timeout(after, sqlx::query("SELECT 1 FROM videos LIMIT 1").execute(&mut conn))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(fail)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.with_deadline(
+            "answer",
+            sqlx::query("SELECT 1 FROM videos LIMIT 1").execute(&self.pool),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Whether the table holds no video at all.
+    pub async fn is_empty(&self) -> Result<bool, DbError> {
+        self.with_deadline("count videos", async {
+            let row = sqlx::query("SELECT NOT EXISTS (SELECT 1 FROM videos) AS empty")
+                .fetch_one(&self.pool)
+                .await?;
+            row.try_get("empty")
+        })
+        .await
+    }
+
+    /// Applies the embedded migrations.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Errors are for people; keep them to a readable size.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 2000;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// A database URL with any password replaced, for logs and errors: in the
+/// user-info part and in a `password` query parameter.
+pub fn redact(url: &str) -> String {
+    let Ok(mut u) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_wherever_they_are() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/videos"),
+            "postgres://app:***@db:5432/videos"
+        );
+        let r = redact("postgres://app@db/videos?sslmode=require&password=s3cret");
+        assert!(
+            !r.contains("s3cret") && r.contains("password=***") && r.contains("sslmode=require"),
+            "{r}"
+        );
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}
