@@ -213,5 +213,11 @@ impl Error {
     }
 }
 
+/// FFmpeg's "nothing more now" and "nothing more ever", as opposed to an
+/// error. Shared by the transcoder's receive loops and the muxer's drain.
+pub(crate) fn is_again_or_eof(e: &ffmpeg_next::Error) -> bool {
+    matches!(e, ffmpeg_next::Error::Eof) || matches!(e, ffmpeg_next::Error::Other { errno } if *errno == libc::EAGAIN)
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,6 +1,6 @@
 //! The few places where ffmpeg-next 9 has no safe wrapper, each behind one
 //! small safe function with its SAFETY note. Everything else in the crate
-//! is safe Rust, except the custom I/O core of [`crate::input`].
+//! is safe Rust, except the custom I/O core of the `input` module.
 //!
 //! Values read from a file's headers are untrusted: enum fields are read as
 //! plain integers and turned into Rust enums only when they are in range.

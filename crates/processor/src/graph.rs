@@ -17,7 +17,7 @@ use std::time::Duration;
 use ffmpeg_next::{Rational, filter, format, frame};
 
 use crate::colour::SourceColour;
-use crate::probe::{Fraction, Transform};
+use crate::geom::{CardSlot, Fraction, Size, Transform};
 use crate::spec::{Corner, Fit, Watermark};
 
 /// Sample rate of the AAC audio we write.
@@ -28,50 +28,6 @@ pub(crate) const AUDIO_RATE: u32 = 48_000;
 /// image with swscale's default BT.601 matrix into a file tagged BT.709:
 /// the logo's orange came out at Y 135 instead of 128.
 const TO_BT709_TV: &str = ":out_color_matrix=bt709:out_range=tv,format=yuva420p";
-
-/// A picture size in pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Size {
-    pub w: u32,
-    pub h: u32,
-}
-
-impl Size {
-    pub(crate) const fn new(w: u32, h: u32) -> Self {
-        Size { w, h }
-    }
-
-    /// Width and height traded (a quarter turn).
-    pub(crate) const fn transposed(self) -> Self {
-        Size { w: self.h, h: self.w }
-    }
-}
-
-impl std::fmt::Display for Size {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.w, self.h)
-    }
-}
-
-/// Which card: before or after the main video.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CardSlot {
-    Intro,
-    Outro,
-}
-
-impl CardSlot {
-    /// Both, in playing order.
-    pub(crate) const ALL: [CardSlot; 2] = [CardSlot::Intro, CardSlot::Outro];
-
-    /// The name used in the graph's labels and in messages.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            CardSlot::Intro => "intro",
-            CardSlot::Outro => "outro",
-        }
-    }
-}
 
 /// How one video source (the main video or a card clip) is brought to the
 /// output frame.

@@ -39,6 +39,7 @@ mod control;
 mod error;
 mod ffi;
 mod fflog;
+mod geom;
 mod graph;
 mod image;
 mod input;
@@ -48,9 +49,10 @@ mod transcode;
 
 pub use control::{CancelFlag, Progress};
 pub use error::{Error, Result};
+pub use geom::Fraction;
 pub use image::LOGO_PNG;
 pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};
-pub use probe::{Fraction, MediaInfo, probe, probe_with};
+pub use probe::{MediaInfo, probe, probe_with};
 pub use spec::{
     Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
 };

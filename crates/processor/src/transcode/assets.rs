@@ -6,9 +6,10 @@ use ffmpeg_next::frame;
 use super::source::Clip;
 use crate::control::Budget;
 use crate::error::{Error, Result};
-use crate::graph::{CardPlan, CardSlot, Fitting, Plan, Size, WatermarkPlacement};
+use crate::geom::{CardSlot, Fraction, Size};
+use crate::graph::{CardPlan, Fitting, Plan, WatermarkPlacement};
 use crate::image;
-use crate::probe::{Fraction, VideoFacts};
+use crate::probe::VideoFacts;
 use crate::spec::{CardContent, Image, RenditionSpec};
 
 /// The watermark and card images, decoded once per job, and the card clips,

@@ -27,10 +27,11 @@ use self::poster::PosterPicker;
 use self::source::MainSource;
 use self::timeline::{Admit, Timeline};
 use crate::control::{Budget, CancelFlag, Progress};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_again_or_eof};
 use crate::fflog;
-use crate::graph::{self, CardPlan, CardSlot, Graph, Plan, SourceSpec, pad};
-use crate::probe::{Fraction, MediaInfo};
+use crate::geom::{CardSlot, Fraction};
+use crate::graph::{self, CardPlan, Graph, Plan, SourceSpec, pad};
+use crate::probe::MediaInfo;
 use crate::spec::RenditionSpec;
 
 pub(crate) use self::rate::output_rate;
@@ -649,10 +650,4 @@ fn check_decoded(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) -> 
         });
     }
     Ok(())
-}
-
-/// FFmpeg's "nothing more now" and "nothing more ever", as opposed to an
-/// error.
-fn is_again_or_eof(e: &ffmpeg_next::Error) -> bool {
-    matches!(e, ffmpeg_next::Error::Eof) || matches!(e, ffmpeg_next::Error::Other { errno } if *errno == libc::EAGAIN)
 }
