@@ -39,6 +39,7 @@ mod control;
 mod error;
 mod ffi;
 mod fflog;
+mod filter;
 mod geom;
 mod graph;
 mod image;

@@ -29,8 +29,9 @@ use self::timeline::{Admit, Timeline};
 use crate::control::{Budget, CancelFlag, Progress};
 use crate::error::{Error, Result, is_again_or_eof};
 use crate::fflog;
+use crate::filter::{self, Graph, SourceSpec};
 use crate::geom::{CardSlot, Fraction};
-use crate::graph::{self, CardPlan, Graph, Plan, SourceSpec, pad};
+use crate::graph::{CardPlan, Plan, pad};
 use crate::probe::MediaInfo;
 use crate::spec::RenditionSpec;
 
@@ -106,7 +107,9 @@ pub fn process(
 
     let mut main = MainSource::open(input, spec, &budget)?;
     let rate = output_rate(main.facts.info.frame_rate, spec.max_fps);
-    let plan = assets::plan(spec, &main.facts, &assets, rate);
+    // Tone mapping needs zscale (FFmpeg built with zimg).
+    let zscale = ffmpeg_next::filter::find("zscale").is_some();
+    let plan = Plan::new(spec, &assets.sources(&main.facts), rate, zscale);
 
     let out_err = |source: io::Error| Error::OutputIo {
         path: output.to_owned(),
@@ -483,7 +486,7 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         let video = |name: String, frame: &frame::Video, tb| SourceSpec {
             name,
             audio: false,
-            args: graph::video_source_args(frame, tb),
+            args: filter::video_source_args(frame, tb),
         };
         let mut sources = vec![video(pad::MAIN_V.into(), first, main.facts.time_base)];
         if let Some(wm) = &self.assets.watermark {
