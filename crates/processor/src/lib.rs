@@ -14,8 +14,9 @@
 //! scripts and references to other files are refused), containers and
 //! codecs are allowlisted, and size, pixels, streams and time are bounded
 //! ([`Limits`]). Every failure is an [`Error`] whose message names the file
-//! and the reason on one line, and [`Error::is_permanent`] tells whether a
-//! retry could help.
+//! and the reason on one line, and whose [`ErrorClass`] ([`Error::class`])
+//! says whose fault it is: the upload's, the spec's, the machine's (a retry
+//! may help) or the clock's.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -49,7 +50,7 @@ mod spec;
 mod transcode;
 
 pub use control::{CancelFlag, Progress};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
 pub use geom::Fraction;
 pub use image::LOGO_PNG;
 pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};

@@ -412,6 +412,6 @@ mod tests {
         };
         let err = preset.validate().expect_err("unknown preset");
         assert!(err.to_string().contains("unknown x264 preset \"warp\""), "{err}");
-        assert!(err.is_permanent());
+        assert_eq!(err.class(), crate::ErrorClass::Spec);
     }
 }

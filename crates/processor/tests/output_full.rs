@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use processor::{CancelFlag, RenditionSpec};
+use processor::{CancelFlag, ErrorClass, RenditionSpec};
 
 #[test]
 fn a_disk_that_fills_up_midway_fails_the_job_and_leaves_nothing() {
@@ -37,7 +37,11 @@ fn a_disk_that_fills_up_midway_fails_the_job_and_leaves_nothing() {
     );
     let err = result.expect_err("a rendition larger than the disk allows was accepted");
     assert_eq!(err.kind(), "output_io", "{err}");
-    assert!(!err.is_permanent(), "a full disk is worth a retry: {err}");
+    assert_eq!(
+        err.class(),
+        ErrorClass::Environment,
+        "a full disk is worth a retry: {err}"
+    );
     let message = err.to_string();
     assert!(
         message.contains(&out.display().to_string()) && !message.contains('\n'),
