@@ -51,6 +51,8 @@ mod transcode;
 
 pub use control::{CancelFlag, Progress};
 pub use error::{Error, ErrorClass, Result};
+#[cfg(target_env = "gnu")]
+pub use ffi::heap_in_use;
 pub use geom::Fraction;
 pub use image::LOGO_PNG;
 pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};
