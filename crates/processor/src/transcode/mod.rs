@@ -74,7 +74,7 @@ pub struct Report {
 
 /// Turns `input` into a rendition at `output` as `spec` describes.
 ///
-/// The input is opened with the defences of [`probe`](crate::probe), decoded,
+/// The input is opened with the defences of [`probe`](fn@crate::probe), decoded,
 /// cut at [`RenditionSpec::max_duration`] (reading stops there, so a long
 /// upload costs no more than a short one), fitted, watermarked, framed by
 /// the cards and encoded with libx264 into an MP4 whose index comes first.
