@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use ffmpeg_next::color;
 
-use crate::graph::Size;
+use crate::geom::Size;
 
 /// A Y'CbCr matrix that libswscale and the `colorspace` filter both know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

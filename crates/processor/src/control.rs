@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 
 /// A flag another thread raises to stop a running [`process`](crate::process)
-/// or [`probe`](crate::probe). It is checked between frames and inside every
-/// read, so a job stops within one frame's work.
+/// or [`probe_with`](crate::probe_with). It is checked between frames and
+/// inside every read, so a job stops within one frame's work.
 #[derive(Clone, Debug, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
 

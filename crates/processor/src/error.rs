@@ -1,9 +1,33 @@
-//! Typed errors. Every variant names the input and the reason in one line, and
-//! [`Error::is_permanent`] tells a caller whether trying again could help.
+//! Typed errors. Every variant names the input and the reason in one line,
+//! and [`Error::class`] sorts it into an [`ErrorClass`]: whose fault it is
+//! and whether trying again could help, for a caller to decide what to do.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Whose fault a failure is, and so what a caller does about it. Every
+/// [`Error`] has exactly one ([`Error::class`]).
+///
+/// Deliberately not `#[non_exhaustive]`: a caller matches every class, so a
+/// new one is a compile error wherever a decision is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The upload cannot be processed: it is not media, refused, damaged,
+    /// unsupported or over a limit. Another attempt fails the same way.
+    Input,
+    /// The [`RenditionSpec`](crate::RenditionSpec) or one of its assets
+    /// (the watermark PNG, a card file) is invalid: the operator's
+    /// configuration, never the upload's fault.
+    Spec,
+    /// The machine or a passing condition: I/O, memory, cancellation, an
+    /// internal FFmpeg failure. Another attempt may work.
+    Environment,
+    /// The job ran longer than [`Limits::timeout`](crate::Limits::timeout).
+    /// The default is many times real time, so an input that exceeds it is
+    /// most likely pathological, and retrying it may only burn workers.
+    Timeout,
+}
 
 /// Why a probe or a transcode failed.
 ///
@@ -127,27 +151,28 @@ pub enum Error {
 }
 
 impl Error {
-    /// `true` when processing the same input again cannot succeed: the input
-    /// is bad, refused or over a limit, or the spec is invalid. `false` for
-    /// failures of the environment (I/O, memory, cancellation) where a later
-    /// attempt may work.
-    pub fn is_permanent(&self) -> bool {
+    /// What kind of failure this is: the upload's, the configuration's,
+    /// the machine's, or the clock's. Callers decide on the class (retry,
+    /// give up, alert the operator), never on the variant.
+    pub fn class(&self) -> ErrorClass {
         match self {
             Error::NotMedia { .. }
             | Error::Refused { .. }
             | Error::NoVideo { .. }
             | Error::UnsupportedCodec { .. }
             | Error::Corrupt { .. }
-            | Error::LimitExceeded { .. }
-            | Error::InvalidSpec(_) => true,
-            // The timeout is generous (many times real time); an input that
-            // exceeds it is pathological, and retrying it only burns workers.
-            Error::TimedOut { .. } => true,
-            Error::InputIo { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory
-            ),
-            Error::Cancelled { .. } | Error::OutputIo { .. } | Error::Internal { .. } => false,
+            | Error::LimitExceeded { .. } => ErrorClass::Input,
+            // A missing or unreadable upload stays so; a disk that fails
+            // under it may not.
+            Error::InputIo { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory => {
+                    ErrorClass::Input
+                }
+                _ => ErrorClass::Environment,
+            },
+            Error::InvalidSpec(_) => ErrorClass::Spec,
+            Error::TimedOut { .. } => ErrorClass::Timeout,
+            Error::Cancelled { .. } | Error::OutputIo { .. } | Error::Internal { .. } => ErrorClass::Environment,
         }
     }
 
@@ -213,5 +238,103 @@ impl Error {
     }
 }
 
+/// FFmpeg's "nothing more now" and "nothing more ever", as opposed to an
+/// error. Shared by the transcoder's receive loops and the muxer's drain.
+pub(crate) fn is_again_or_eof(e: &ffmpeg_next::Error) -> bool {
+    matches!(e, ffmpeg_next::Error::Eof) || matches!(e, ffmpeg_next::Error::Other { errno } if *errno == libc::EAGAIN)
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip() -> PathBuf {
+        PathBuf::from("clip.mp4")
+    }
+
+    fn why() -> String {
+        "why".to_owned()
+    }
+
+    fn input_io(kind: io::ErrorKind) -> Error {
+        Error::InputIo {
+            path: clip(),
+            source: io::Error::from(kind),
+        }
+    }
+
+    #[track_caller]
+    fn assert_class(errors: Vec<Error>, class: ErrorClass) {
+        for e in errors {
+            assert_eq!(e.class(), class, "{} ({e})", e.kind());
+        }
+    }
+
+    #[test]
+    fn what_is_wrong_with_the_upload_is_an_input_failure() {
+        assert_class(
+            vec![
+                Error::NotMedia {
+                    path: clip(),
+                    reason: why(),
+                },
+                Error::Refused {
+                    path: clip(),
+                    reason: why(),
+                },
+                Error::NoVideo {
+                    path: clip(),
+                    detail: String::new(),
+                },
+                Error::UnsupportedCodec {
+                    path: clip(),
+                    codec: "rv40".into(),
+                },
+                Error::Corrupt {
+                    path: clip(),
+                    reason: why(),
+                },
+                Error::LimitExceeded {
+                    path: clip(),
+                    reason: why(),
+                },
+                input_io(io::ErrorKind::NotFound),
+                input_io(io::ErrorKind::PermissionDenied),
+                input_io(io::ErrorKind::IsADirectory),
+            ],
+            ErrorClass::Input,
+        );
+    }
+
+    #[test]
+    fn passing_conditions_are_the_environment_s_and_worth_another_attempt() {
+        assert_class(
+            vec![
+                input_io(io::ErrorKind::Other),
+                input_io(io::ErrorKind::Interrupted),
+                Error::Cancelled { path: clip() },
+                Error::OutputIo {
+                    path: PathBuf::from("out.mp4"),
+                    source: io::Error::from(io::ErrorKind::StorageFull),
+                },
+                Error::Internal {
+                    path: clip(),
+                    stage: "encoding",
+                    source: ffmpeg_next::Error::Bug,
+                    log: String::new(),
+                },
+            ],
+            ErrorClass::Environment,
+        );
+    }
+
+    #[test]
+    fn a_bad_spec_and_a_timeout_have_classes_of_their_own() {
+        assert_class(vec![Error::InvalidSpec(why())], ErrorClass::Spec);
+        let after = Duration::from_secs(600);
+        assert_class(vec![Error::TimedOut { path: clip(), after }], ErrorClass::Timeout);
+    }
+}

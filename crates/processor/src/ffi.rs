@@ -1,6 +1,7 @@
-//! The few places where ffmpeg-next 9 has no safe wrapper, each behind one
-//! small safe function with its SAFETY note. Everything else in the crate
-//! is safe Rust, except the custom I/O core of [`crate::input`].
+//! The few places where ffmpeg-next 9 (and, for [`heap_in_use`], glibc)
+//! has no safe wrapper, each behind one small safe function with its SAFETY
+//! note. Everything else in the crate is safe Rust, except the custom I/O
+//! core of the `input` module.
 //!
 //! Values read from a file's headers are untrusted: enum fields are read as
 //! plain integers and turned into Rust enums only when they are in range.
@@ -227,6 +228,23 @@ pub(crate) unsafe extern "C" fn deny_io_open(
         }
     }
     sys::AVERROR(libc::EPERM)
+}
+
+/// Bytes of heap the process has allocated and not yet freed, as glibc
+/// counts them: every malloc arena plus the blocks it maps on its own for
+/// large requests (FFmpeg's frame and packet buffers often are).
+///
+/// This is the C heap and the Rust heap together: FFmpeg allocates with
+/// malloc, and so does Rust's default global allocator (a program that
+/// installs another allocator is not counted for that part). Useful to
+/// tests that show a job gives back what it took, and to a worker's
+/// diagnostics. Only on glibc targets.
+#[cfg(target_env = "gnu")]
+pub fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 takes no arguments, reads the allocator's counters
+    // under its own locks and returns them by value.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks.saturating_add(info.hblkhd)
 }
 
 /// Routes FFmpeg's log to `sink` (warnings and worse only) and caps any

@@ -1,8 +1,9 @@
-//! The one libavfilter graph a rendition goes through.
+//! The one libavfilter graph a rendition goes through, in plain numbers.
 //!
-//! [`Plan`] decides the geometry in plain numbers (testable without FFmpeg)
-//! and writes the graph description; [`Graph`] builds it between named
-//! buffer sources and the sinks the encoders read:
+//! [`Plan::new`] decides the geometry from plain facts about the sources
+//! and [`Plan::description`] writes the graph description, all testable
+//! without FFmpeg; `filter::Graph` builds it between named buffer sources
+//! and the sinks the encoders read:
 //!
 //! ```text
 //! [main_v] fps → scale (→ matrix | tone map) → rotate → setsar → pad|crop ─┐
@@ -10,15 +11,17 @@
 //! color → overlay [intro_img]  or  [intro_v] (same chain as main) → [intro]
 //! [intro][main][outro] concat → [out_v]          (audio: [main_a] → [out_a])
 //! ```
+//!
+//! Every stage is computed for the plan's primary output size, the only
+//! one today ([`Outputs`]). A rendition ladder will split `[out_v]` into
+//! one scale per further size, after these shared stages.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use ffmpeg_next::{Rational, filter, format, frame};
-
 use crate::colour::SourceColour;
-use crate::probe::{Fraction, Transform};
-use crate::spec::{Corner, Fit, Watermark};
+use crate::geom::{CardSlot, Fraction, Size, Transform};
+use crate::spec::{Corner, Fit, RenditionSpec, Watermark};
 
 /// Sample rate of the AAC audio we write.
 pub(crate) const AUDIO_RATE: u32 = 48_000;
@@ -28,50 +31,6 @@ pub(crate) const AUDIO_RATE: u32 = 48_000;
 /// image with swscale's default BT.601 matrix into a file tagged BT.709:
 /// the logo's orange came out at Y 135 instead of 128.
 const TO_BT709_TV: &str = ":out_color_matrix=bt709:out_range=tv,format=yuva420p";
-
-/// A picture size in pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Size {
-    pub w: u32,
-    pub h: u32,
-}
-
-impl Size {
-    pub(crate) const fn new(w: u32, h: u32) -> Self {
-        Size { w, h }
-    }
-
-    /// Width and height traded (a quarter turn).
-    pub(crate) const fn transposed(self) -> Self {
-        Size { w: self.h, h: self.w }
-    }
-}
-
-impl std::fmt::Display for Size {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.w, self.h)
-    }
-}
-
-/// Which card: before or after the main video.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum CardSlot {
-    Intro,
-    Outro,
-}
-
-impl CardSlot {
-    /// Both, in playing order.
-    pub(crate) const ALL: [CardSlot; 2] = [CardSlot::Intro, CardSlot::Outro];
-
-    /// The name used in the graph's labels and in messages.
-    pub(crate) const fn name(self) -> &'static str {
-        match self {
-            CardSlot::Intro => "intro",
-            CardSlot::Outro => "outro",
-        }
-    }
-}
 
 /// How one video source (the main video or a card clip) is brought to the
 /// output frame.
@@ -234,10 +193,79 @@ impl CardPlan {
     }
 }
 
+/// A video source (the main input or a card clip) as the plan needs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SourceVideo {
+    /// Size as shown: after non-square pixels and rotation.
+    pub display: Size,
+    /// How the decoded picture is turned upright.
+    pub transform: Transform,
+    /// PQ or HLG, to be tone-mapped to SDR.
+    pub hdr: bool,
+    /// How the decoded values are read.
+    pub colour: SourceColour,
+}
+
+/// What a card shows, as the plan needs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum CardSource {
+    /// A decoded image of this size; the league logo is drawn larger.
+    Image { size: Size, is_logo: bool },
+    /// A clip.
+    Clip(SourceVideo),
+}
+
+/// What the graph reads from, in plain numbers: the facts of the main
+/// input and of the loaded assets that decide the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Sources {
+    pub main: SourceVideo,
+    /// The main input's audio is kept and decodes.
+    pub audio: bool,
+    /// The size of the decoded watermark image, if one was loaded.
+    pub watermark: Option<Size>,
+    pub intro: Option<CardSource>,
+    pub outro: Option<CardSource>,
+}
+
+impl Sources {
+    /// The source of one card, if it was loaded.
+    fn card(&self, slot: CardSlot) -> Option<&CardSource> {
+        match slot {
+            CardSlot::Intro => self.intro.as_ref(),
+            CardSlot::Outro => self.outro.as_ref(),
+        }
+    }
+}
+
+/// The picture sizes the graph delivers, primary first; never empty.
+///
+/// One today, the spec's size. A rendition ladder (720p and 360p from one
+/// decode) will add more: every stage of the graph is computed for the
+/// primary output and shared, and the ladder splits after them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Outputs {
+    sizes: Vec<Size>,
+}
+
+impl Outputs {
+    /// A single output of this size.
+    pub(crate) fn single(size: Size) -> Self {
+        Outputs { sizes: vec![size] }
+    }
+
+    /// The output the shared stages (fitting, watermark, cards) are
+    /// computed for.
+    pub(crate) fn primary(&self) -> Size {
+        // Never empty: the only constructor puts one size in.
+        self.sizes[0]
+    }
+}
+
 /// The whole graph in numbers.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Plan {
-    pub out: Size,
+    pub outputs: Outputs,
     pub rate: Fraction,
     pub main: Fitting,
     pub watermark: Option<WatermarkPlacement>,
@@ -248,6 +276,45 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    /// Decides the graph's numbers from the spec, what the sources are and
+    /// the output frame `rate`. `zscale` says whether this FFmpeg has the
+    /// filter tone mapping needs (FFmpeg built with zimg); without it HDR
+    /// goes through the plain path, washed out but watchable.
+    pub(crate) fn new(spec: &RenditionSpec, sources: &Sources, rate: Fraction, zscale: bool) -> Plan {
+        let outputs = Outputs::single(Size::new(spec.width, spec.height));
+        let out = outputs.primary();
+        let fitting = |v: &SourceVideo| {
+            Fitting::new(v.display, out, spec.fit, v.transform)
+                .tone_mapped(v.hdr && zscale)
+                .with_colour(v.colour)
+        };
+        let watermark = match (&spec.watermark, sources.watermark) {
+            (Some(wm), Some(image)) => Some(WatermarkPlacement::new(image, out, wm)),
+            _ => None,
+        };
+        let card = |slot: CardSlot| -> Option<CardPlan> {
+            let duration = spec.card(slot)?.duration;
+            Some(match sources.card(slot)? {
+                CardSource::Image { size, is_logo } => CardPlan::image(*size, out, *is_logo, duration),
+                CardSource::Clip(video) => CardPlan::Clip {
+                    fitting: fitting(video),
+                    duration,
+                },
+            })
+        };
+        Plan {
+            rate,
+            main: fitting(&sources.main),
+            watermark,
+            intro: card(CardSlot::Intro),
+            outro: card(CardSlot::Outro),
+            // The transcoder cuts the audio where the decoded video ends;
+            // the graph also stops it at the cap.
+            audio_end: sources.audio.then_some(spec.max_duration),
+            outputs,
+        }
+    }
+
     /// The plan of one card, if the rendition has it.
     pub(crate) fn card(&self, slot: CardSlot) -> Option<&CardPlan> {
         match slot {
@@ -304,7 +371,12 @@ impl Plan {
 
     /// The main video: fitted, then watermarked.
     fn write_main(&self, g: &mut String) {
-        let _ = write!(g, "[{}]{}", pad::MAIN_V, self.main.chain(self.rate, self.out));
+        let _ = write!(
+            g,
+            "[{}]{}",
+            pad::MAIN_V,
+            self.main.chain(self.rate, self.outputs.primary())
+        );
         if let Some(wm) = &self.watermark {
             let _ = write!(
                 g,
@@ -340,7 +412,7 @@ impl Plan {
     /// One card: an image centred on black, or a clip fitted like the main
     /// video; with silence when the rendition has audio.
     fn write_card(&self, g: &mut String, slot: CardSlot, card: &CardPlan) {
-        let (out, rate, name) = (self.out, self.rate, slot.name());
+        let (out, rate, name) = (self.outputs.primary(), self.rate, slot.name());
         match card {
             CardPlan::Image { size, duration } => {
                 let d = duration.as_secs_f64();
@@ -398,122 +470,34 @@ impl Plan {
     }
 }
 
-/// Arguments of a `buffer` source for frames like `frame`.
-pub(crate) fn video_source_args(frame: &frame::Video, time_base: Rational) -> String {
-    let sar = frame.aspect_ratio();
-    let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
-        (sar.numerator(), sar.denominator())
-    } else {
-        (1, 1)
-    };
-    format!(
-        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={}/{}",
-        frame.width(),
-        frame.height(),
-        ffmpeg_next::ffi::AVPixelFormat::from(frame.format()) as i32,
-        time_base.numerator(),
-        time_base.denominator().max(1),
-        sn,
-        sd
-    )
-}
-
-/// A configured graph with its named endpoints.
-pub(crate) struct Graph {
-    inner: filter::Graph,
-}
-
-impl std::fmt::Debug for Graph {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Graph").finish_non_exhaustive()
-    }
-}
-
-/// One source to create: its pad name and `buffer`/`abuffer` arguments.
-pub(crate) struct SourceSpec {
-    pub name: String,
-    pub audio: bool,
-    pub args: String,
-}
-
-impl Graph {
-    /// Builds and configures the graph described by `plan` with these
-    /// sources.
-    pub(crate) fn build(plan: &Plan, sources: &[SourceSpec], threads: u32) -> Result<Self, ffmpeg_next::Error> {
-        let mut g = filter::Graph::new();
-        crate::ffi::set_graph_threads(&mut g, threads);
-        let find = |name: &str| filter::find(name).ok_or(ffmpeg_next::Error::FilterNotFound);
-        for s in sources {
-            let kind = if s.audio { "abuffer" } else { "buffer" };
-            g.add(&find(kind)?, &s.name, &s.args)?;
-        }
-        g.add(&find("buffersink")?, pad::OUT_V, "")?;
-        if let Some(mut sink) = g.get(pad::OUT_V) {
-            sink.set_pixel_format(format::Pixel::YUV420P);
-        }
-        if plan.audio_end.is_some() {
-            g.add(&find("abuffersink")?, pad::OUT_A, "")?;
-            if let Some(mut sink) = g.get(pad::OUT_A) {
-                sink.set_sample_format(format::Sample::F32(format::sample::Type::Planar));
-                sink.set_sample_rate(AUDIO_RATE);
-                sink.set_channel_layout(ffmpeg_next::ChannelLayout::STEREO);
-            }
-        }
-        let description = plan.description();
-        {
-            let mut parser = g.output(&sources[0].name, 0)?;
-            for s in &sources[1..] {
-                parser = parser.output(&s.name, 0)?;
-            }
-            parser = parser.input(pad::OUT_V, 0)?;
-            if plan.audio_end.is_some() {
-                parser = parser.input(pad::OUT_A, 0)?;
-            }
-            parser.parse(&description)?;
-        }
-        g.validate()?;
-        Ok(Graph { inner: g })
-    }
-
-    /// Pushes a frame into the named source.
-    pub(crate) fn push(&mut self, source: &str, frame: &frame::Frame) -> Result<(), ffmpeg_next::Error> {
-        match self.inner.get(source) {
-            Some(mut ctx) => ctx.source().add(frame),
-            None => Err(ffmpeg_next::Error::FilterNotFound),
-        }
-    }
-
-    /// Ends the named source at `pts` (in the source's time base), so the
-    /// frame-rate filter knows how long the last frame lasts.
-    pub(crate) fn close(&mut self, source: &str, pts: Option<i64>) -> Result<(), ffmpeg_next::Error> {
-        match self.inner.get(source) {
-            Some(mut ctx) => match pts {
-                Some(pts) => ctx.source().close(pts),
-                None => ctx.source().flush(),
-            },
-            None => Err(ffmpeg_next::Error::FilterNotFound),
-        }
-    }
-
-    /// Takes the next frame from a sink: `Ok(true)` with a frame, `Ok(false)`
-    /// when none is ready yet, `Err(Eof)` when the sink is finished.
-    pub(crate) fn pull(&mut self, sink: &str, frame: &mut frame::Frame) -> Result<bool, ffmpeg_next::Error> {
-        let Some(mut ctx) = self.inner.get(sink) else {
-            return Err(ffmpeg_next::Error::FilterNotFound);
-        };
-        match ctx.sink().frame(frame) {
-            Ok(()) => Ok(true),
-            Err(ffmpeg_next::Error::Other { errno }) if errno == libc::EAGAIN => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{Card, CardContent};
 
     const HD: Size = Size::new(1280, 720);
+    const FPS30: Fraction = Fraction { num: 30, den: 1 };
+
+    /// An upright, square-pixel SDR 1080p source.
+    fn upright_hd() -> SourceVideo {
+        SourceVideo {
+            display: Size::new(1920, 1080),
+            transform: Transform::Identity,
+            hdr: false,
+            colour: SourceColour::BT709_TV,
+        }
+    }
+
+    /// Just the main video: no audio, watermark image or cards.
+    fn sources(main: SourceVideo) -> Sources {
+        Sources {
+            main,
+            audio: false,
+            watermark: None,
+            intro: None,
+            outro: None,
+        }
+    }
 
     #[test]
     fn a_portrait_phone_clip_is_pillarboxed_upright() {
@@ -580,20 +564,37 @@ mod tests {
 
     #[test]
     fn description_joins_cards_and_audio_with_concat() {
-        let plan = Plan {
-            out: HD,
-            rate: Fraction { num: 30, den: 1 },
-            main: Fitting::new(Size::new(1920, 1080), HD, Fit::Pad, Transform::Identity),
+        let spec = RenditionSpec {
             watermark: None,
-            intro: Some(CardPlan::image(
-                Size::new(512, 512),
-                HD,
-                true,
-                Duration::from_millis(2500),
-            )),
-            outro: None,
-            audio_end: Some(Duration::from_secs(30)),
+            intro: Some(Card::logo()),
+            ..RenditionSpec::default()
         };
+        let sources = Sources {
+            audio: true,
+            intro: Some(CardSource::Image {
+                size: Size::new(512, 512),
+                is_logo: true,
+            }),
+            ..sources(upright_hd())
+        };
+        let plan = Plan::new(&spec, &sources, FPS30, true);
+        assert_eq!(
+            plan,
+            Plan {
+                outputs: Outputs::single(HD),
+                rate: FPS30,
+                main: Fitting::new(Size::new(1920, 1080), HD, Fit::Pad, Transform::Identity),
+                watermark: None,
+                intro: Some(CardPlan::image(
+                    Size::new(512, 512),
+                    HD,
+                    true,
+                    Duration::from_millis(2500),
+                )),
+                outro: None,
+                audio_end: Some(Duration::from_secs(30)),
+            }
+        );
         let d = plan.description();
         assert!(d.contains("color=c=black:s=1280x720:r=30:d=2.500000"), "{d}");
         assert!(
@@ -601,5 +602,77 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("overlay=x=1128"), "no watermark was asked for: {d}");
+    }
+
+    #[test]
+    fn the_default_plan_has_one_720p_output_with_the_phone_clip_upright_and_watermarked() {
+        let portrait = SourceVideo {
+            display: Size::new(1080, 1920),
+            transform: Transform::Clock,
+            ..upright_hd()
+        };
+        let sources = Sources {
+            watermark: Some(Size::new(512, 512)),
+            ..sources(portrait)
+        };
+        let plan = Plan::new(&RenditionSpec::default(), &sources, FPS30, true);
+        assert_eq!(plan.outputs.sizes, vec![HD], "one output, the spec's size");
+        assert_eq!(plan.main.scale, Size::new(720, 406));
+        let wm = plan.watermark.as_ref().expect("the default watermark");
+        assert_eq!((wm.x, wm.y, wm.w, wm.h), (1128, 568, 128, 128));
+        assert_eq!(plan.audio_end, None, "audio is off by default");
+        let d = plan.description();
+        assert!(d.contains("transpose=clock,setsar=1,pad=1280:720"), "{d}");
+        assert!(d.contains("overlay=x=1128:y=568"), "{d}");
+        assert!(!d.contains("out_a"), "{d}");
+    }
+
+    #[test]
+    fn hdr_is_tone_mapped_only_where_ffmpeg_has_zscale() {
+        let hdr = SourceVideo {
+            hdr: true,
+            ..upright_hd()
+        };
+        let spec = RenditionSpec::default();
+        let mapped = Plan::new(&spec, &sources(hdr), FPS30, true);
+        assert!(mapped.main.tonemap);
+        assert!(mapped.description().contains("tonemap=tonemap=hable"));
+        let plain = Plan::new(&spec, &sources(hdr), FPS30, false);
+        assert!(!plain.main.tonemap);
+        assert!(!plain.description().contains("tonemap"));
+    }
+
+    #[test]
+    fn a_card_clip_is_fitted_like_the_main_video_for_the_card_s_time() {
+        let spec = RenditionSpec {
+            fit: Fit::Fill,
+            outro: Some(Card {
+                content: CardContent::Clip("outro.mp4".into()),
+                duration: Duration::from_secs(2),
+            }),
+            ..RenditionSpec::default()
+        };
+        let clip = SourceVideo {
+            display: Size::new(640, 480),
+            ..upright_hd()
+        };
+        let sources = Sources {
+            outro: Some(CardSource::Clip(clip)),
+            ..sources(upright_hd())
+        };
+        let plan = Plan::new(&spec, &sources, FPS30, true);
+        assert_eq!(
+            plan.outro,
+            Some(CardPlan::Clip {
+                fitting: Fitting::new(Size::new(640, 480), HD, Fit::Fill, Transform::Identity),
+                duration: Duration::from_secs(2),
+            })
+        );
+        assert_eq!(plan.intro, None);
+        // The spec asks for a watermark, but no image was loaded for it.
+        assert_eq!(plan.watermark, None);
+        let d = plan.description();
+        assert!(d.contains("[outro_v]fps=30,scale=w=1280:h=960"), "{d}");
+        assert!(d.contains("crop=1280:720,trim=duration=2.000000"), "{d}");
     }
 }

@@ -98,6 +98,6 @@ mod tests {
             panic!("a GIF was accepted as PNG");
         };
         assert!(err.to_string().contains("wm.gif: not a PNG file"), "{err}");
-        assert!(err.is_permanent());
+        assert_eq!(err.class(), crate::ErrorClass::Spec);
     }
 }

@@ -14,8 +14,9 @@
 //! scripts and references to other files are refused), containers and
 //! codecs are allowlisted, and size, pixels, streams and time are bounded
 //! ([`Limits`]). Every failure is an [`Error`] whose message names the file
-//! and the reason on one line, and [`Error::is_permanent`] tells whether a
-//! retry could help.
+//! and the reason on one line, and whose [`ErrorClass`] ([`Error::class`])
+//! says whose fault it is: the upload's, the spec's, the machine's (a retry
+//! may help) or the clock's.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -39,6 +40,8 @@ mod control;
 mod error;
 mod ffi;
 mod fflog;
+mod filter;
+mod geom;
 mod graph;
 mod image;
 mod input;
@@ -47,10 +50,13 @@ mod spec;
 mod transcode;
 
 pub use control::{CancelFlag, Progress};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};
+#[cfg(target_env = "gnu")]
+pub use ffi::heap_in_use;
+pub use geom::Fraction;
 pub use image::LOGO_PNG;
 pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};
-pub use probe::{Fraction, MediaInfo, probe, probe_with};
+pub use probe::{MediaInfo, probe, probe_with};
 pub use spec::{
     Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
 };

@@ -1,6 +1,5 @@
 //! Probing: what an input file contains, read once into [`MediaInfo`].
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,120 +11,9 @@ use crate::colour::SourceColour;
 use crate::control::{Budget, CancelFlag};
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::graph::Size;
+use crate::geom::{Fraction, Size, Transform};
 use crate::input::{self, OpenedInput};
 use crate::spec::Limits;
-
-/// A frame rate or aspect ratio as an exact fraction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Fraction {
-    /// Numerator.
-    pub num: u32,
-    /// Denominator, never zero.
-    pub den: u32,
-}
-
-impl Fraction {
-    /// The value as a float.
-    pub fn as_f64(self) -> f64 {
-        f64::from(self.num) / f64::from(self.den)
-    }
-
-    pub(crate) fn from_rational(r: Rational) -> Option<Self> {
-        let (num, den) = (r.numerator(), r.denominator());
-        (num > 0 && den > 0).then_some(Fraction {
-            num: num as u32,
-            den: den as u32,
-        })
-    }
-
-    pub(crate) fn to_rational(self) -> Rational {
-        Rational::new(self.num as i32, self.den as i32)
-    }
-}
-
-impl fmt::Display for Fraction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.den == 1 {
-            write!(f, "{}", self.num)
-        } else {
-            write!(f, "{}/{}", self.num, self.den)
-        }
-    }
-}
-
-/// How a decoded picture must be turned to be shown upright, from the
-/// stream's display matrix (phones record sideways and tag the rotation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Transform {
-    #[default]
-    Identity,
-    /// Rotate 90° clockwise.
-    Clock,
-    /// Rotate 90° counter-clockwise.
-    CounterClock,
-    /// Rotate 90° clockwise and mirror.
-    ClockFlip,
-    /// Rotate 90° counter-clockwise and mirror.
-    CounterClockFlip,
-    /// Rotate 180°.
-    HalfTurn,
-    /// Mirror left to right.
-    HFlip,
-    /// Mirror top to bottom.
-    VFlip,
-}
-
-impl Transform {
-    /// Reads a 3x3 display matrix (FFmpeg's 16.16 fixed-point layout) the
-    /// way FFmpeg 6.1's command line does, snapping odd angles to the
-    /// nearest quarter turn.
-    pub(crate) fn from_display_matrix(m: &[i32; 9]) -> (u16, Transform) {
-        let ccw = ffi::display_rotation(m);
-        if ccw.is_nan() {
-            return (0, Transform::Identity);
-        }
-        let theta = (-ccw).round();
-        let quarter = ((theta / 90.0).round() as i64).rem_euclid(4) as u16;
-        let t = match quarter {
-            1 if m[3] > 0 => Transform::CounterClockFlip,
-            1 => Transform::Clock,
-            2 => match (m[0] < 0, m[4] < 0) {
-                (true, true) => Transform::HalfTurn,
-                (true, false) => Transform::HFlip,
-                (false, true) => Transform::VFlip,
-                (false, false) => Transform::Identity,
-            },
-            3 if m[3] < 0 => Transform::ClockFlip,
-            3 => Transform::CounterClock,
-            _ if m[4] < 0 => Transform::VFlip,
-            _ => Transform::Identity,
-        };
-        (quarter * 90, t)
-    }
-
-    /// Whether width and height trade places.
-    pub(crate) fn swaps_axes(self) -> bool {
-        matches!(
-            self,
-            Transform::Clock | Transform::CounterClock | Transform::ClockFlip | Transform::CounterClockFlip
-        )
-    }
-
-    /// The libavfilter chain that applies it, or `None` for nothing to do.
-    pub(crate) fn filter(self) -> Option<&'static str> {
-        match self {
-            Transform::Identity => None,
-            Transform::Clock => Some("transpose=clock"),
-            Transform::CounterClock => Some("transpose=cclock"),
-            Transform::ClockFlip => Some("transpose=clock_flip"),
-            Transform::CounterClockFlip => Some("transpose=cclock_flip"),
-            Transform::HalfTurn => Some("hflip,vflip"),
-            Transform::HFlip => Some("hflip"),
-            Transform::VFlip => Some("vflip"),
-        }
-    }
-}
 
 /// What a probe learns about an input.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -360,7 +248,7 @@ fn geometry(stream: &Stream<'_>, picture: &ffi::PictureParams) -> (Fraction, u16
     let sar =
         Fraction::from_rational(stream_sar(stream, picture.sample_aspect_ratio)).unwrap_or(Fraction { num: 1, den: 1 });
     let (rotation, transform) = display_matrix(stream)
-        .map(|m| Transform::from_display_matrix(&m))
+        .map(|m| transform_of(&m))
         .unwrap_or((0, Transform::Identity));
     let (mut dw, mut dh) = (picture.width, picture.height);
     if sar.num != sar.den {
@@ -370,6 +258,12 @@ fn geometry(stream: &Stream<'_>, picture: &ffi::PictureParams) -> (Fraction, u16
         std::mem::swap(&mut dw, &mut dh);
     }
     (sar, rotation, transform, (dw, dh))
+}
+
+/// How a display matrix turns the picture: its clockwise rotation in
+/// degrees and the transform, with the angle computed as FFmpeg does.
+fn transform_of(m: &[i32; 9]) -> (u16, Transform) {
+    Transform::from_display_matrix(m, ffi::display_rotation(m))
 }
 
 /// The stream's sample aspect ratio, or the codec's when the container has
@@ -421,24 +315,12 @@ mod tests {
     #[test]
     fn phone_rotations_map_to_transpose_filters() {
         crate::fflog::init();
-        assert_eq!(
-            Transform::from_display_matrix(&matrix_for(90.0)),
-            (90, Transform::Clock)
-        );
-        assert_eq!(
-            Transform::from_display_matrix(&matrix_for(270.0)),
-            (270, Transform::CounterClock)
-        );
-        assert_eq!(
-            Transform::from_display_matrix(&matrix_for(180.0)),
-            (180, Transform::HalfTurn)
-        );
-        assert_eq!(
-            Transform::from_display_matrix(&matrix_for(0.0)),
-            (0, Transform::Identity)
-        );
+        assert_eq!(transform_of(&matrix_for(90.0)), (90, Transform::Clock));
+        assert_eq!(transform_of(&matrix_for(270.0)), (270, Transform::CounterClock));
+        assert_eq!(transform_of(&matrix_for(180.0)), (180, Transform::HalfTurn));
+        assert_eq!(transform_of(&matrix_for(0.0)), (0, Transform::Identity));
         // An odd angle snaps to the nearest quarter turn.
-        assert_eq!(Transform::from_display_matrix(&matrix_for(85.0)).0, 90);
+        assert_eq!(transform_of(&matrix_for(85.0)).0, 90);
         assert!(Transform::Clock.swaps_axes() && !Transform::HalfTurn.swaps_axes());
     }
 }

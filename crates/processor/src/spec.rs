@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::geom::CardSlot;
 
 /// The longest an intro or outro card may last.
 pub const MAX_CARD: Duration = Duration::from_millis(2500);
@@ -342,10 +343,10 @@ impl RenditionSpec {
     }
 
     /// One of the cards, if the rendition has it.
-    pub(crate) fn card(&self, slot: crate::graph::CardSlot) -> Option<&Card> {
+    pub(crate) fn card(&self, slot: CardSlot) -> Option<&Card> {
         match slot {
-            crate::graph::CardSlot::Intro => self.intro.as_ref(),
-            crate::graph::CardSlot::Outro => self.outro.as_ref(),
+            CardSlot::Intro => self.intro.as_ref(),
+            CardSlot::Outro => self.outro.as_ref(),
         }
     }
 
@@ -411,6 +412,6 @@ mod tests {
         };
         let err = preset.validate().expect_err("unknown preset");
         assert!(err.to_string().contains("unknown x264 preset \"warp\""), "{err}");
-        assert!(err.is_permanent());
+        assert_eq!(err.class(), crate::ErrorClass::Spec);
     }
 }

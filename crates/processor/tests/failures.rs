@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use processor::{CancelFlag, Error, Limits, RenditionSpec};
+use processor::{CancelFlag, Error, ErrorClass, Limits, RenditionSpec};
 
 /// Processes into a fresh directory and returns the error and the
 /// directory's contents afterwards.
@@ -59,7 +59,7 @@ fn random_bytes_are_not_a_media_file() {
             ),
             "seed {seed}: {err}"
         );
-        assert!(err.is_permanent(), "{err}");
+        assert_eq!(err.class(), ErrorClass::Input, "{err}");
         assert!(left.is_empty(), "nothing left behind: {left:?}");
         assert!(!err.to_string().contains('\n'));
     }
@@ -80,7 +80,7 @@ fn an_audio_only_file_has_no_video_stream() {
     let path = fixture("audio-only.m4a");
     let (err, left) = fail(&path, &RenditionSpec::default(), &CancelFlag::new());
     assert_eq!(err.kind(), "no_video", "{err}");
-    assert!(err.is_permanent());
+    assert_eq!(err.class(), ErrorClass::Input);
     one_line_naming(&err, &path, "no video stream");
     assert!(left.is_empty());
 }
@@ -90,7 +90,7 @@ fn a_truncated_upload_is_reported_as_such() {
     let path = fixture("truncated.mp4");
     let (err, left) = fail(&path, &RenditionSpec::default(), &CancelFlag::new());
     assert_eq!(err.kind(), "corrupt", "{err}");
-    assert!(err.is_permanent());
+    assert_eq!(err.class(), ErrorClass::Input);
     one_line_naming(&err, &path, "could be decoded");
     assert!(left.is_empty(), "no partial rendition: {left:?}");
 }
@@ -100,7 +100,7 @@ fn a_missing_file_is_a_permanent_read_error() {
     let path = Path::new("/nonexistent/clip.mp4");
     let (err, _) = fail(path, &RenditionSpec::default(), &CancelFlag::new());
     assert_eq!(err.kind(), "input_io");
-    assert!(err.is_permanent());
+    assert_eq!(err.class(), ErrorClass::Input);
     one_line_naming(&err, path, "cannot read");
 }
 
@@ -111,7 +111,7 @@ fn a_raised_cancel_flag_stops_the_job_and_may_be_retried() {
     let path = fixture("landscape-1080p30.mp4");
     let (err, left) = fail(&path, &RenditionSpec::default(), &cancel);
     assert!(matches!(err, Error::Cancelled { .. }), "{err}");
-    assert!(!err.is_permanent(), "a cancelled job can be retried");
+    assert_eq!(err.class(), ErrorClass::Environment, "a cancelled job can be retried");
     assert!(left.is_empty());
 }
 
@@ -151,6 +151,7 @@ fn a_job_over_its_time_budget_times_out() {
     let path = fixture("landscape-1080p30.mp4");
     let (err, left) = fail(&path, &spec, &CancelFlag::new());
     assert_eq!(err.kind(), "timed_out", "{err}");
+    assert_eq!(err.class(), ErrorClass::Timeout, "{err}");
     assert!(left.is_empty());
 }
 
@@ -205,7 +206,7 @@ fn an_unwritable_output_is_a_transient_output_error() {
     )
     .expect_err("no such directory");
     assert_eq!(err.kind(), "output_io", "{err}");
-    assert!(!err.is_permanent());
+    assert_eq!(err.class(), ErrorClass::Environment);
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! 30 s job at 15 Mb/s).
 //!
 //! Alone in its own test binary, so no other test allocates meanwhile; the
-//! heap is read with glibc's `mallinfo2` (every arena, plus mmapped blocks).
+//! heap is read with [`processor::heap_in_use`] (glibc's count: every arena,
+//! plus mmapped blocks), which exists only on glibc.
 
+#![cfg(target_env = "gnu")]
 #![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
 
 mod common;
@@ -17,9 +19,7 @@ use processor::{Card, CardContent, RenditionSpec};
 
 /// Bytes the process has allocated and not freed.
 fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    (info.uordblks + info.hblkhd) as u64
+    processor::heap_in_use() as u64
 }
 
 #[test]

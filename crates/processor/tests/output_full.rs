@@ -10,24 +10,37 @@
 mod common;
 
 use common::*;
-use processor::{CancelFlag, RenditionSpec};
+use processor::{CancelFlag, ErrorClass, RenditionSpec};
+use rustix::process::{Resource, Rlimit, setrlimit};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[test]
 fn a_disk_that_fills_up_midway_fails_the_job_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.mp4");
     let limit = 64 << 10;
-    // SAFETY: ignoring SIGXFSZ makes an oversized write fail with EFBIG
-    // instead of killing the process; setrlimit only changes this
-    // process's limit, with a valid struct.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let cap = libc::rlimit {
-            rlim_cur: limit,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &cap), 0);
-    }
+    // A write past RLIMIT_FSIZE sends SIGXFSZ, whose default action kills
+    // the process; caught, the write fails with EFBIG as on a full disk.
+    // Tokio's signal handler catches it with no unsafe code here (ignoring
+    // it with libc::signal would need some). The runtime and the stream
+    // live to the end of the test.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a runtime for the signal handler");
+    let _xfsz = {
+        let _in_runtime = runtime.enter();
+        signal(SignalKind::from_raw(libc::SIGXFSZ)).expect("catch SIGXFSZ")
+    };
+    // This process only: no file it writes may grow past 64 KiB.
+    setrlimit(
+        Resource::Fsize,
+        Rlimit {
+            current: Some(limit),
+            maximum: None,
+        },
+    )
+    .expect("setrlimit");
     let result = processor::process(
         &fixture("landscape-1080p30.mp4"),
         &out,
@@ -37,7 +50,11 @@ fn a_disk_that_fills_up_midway_fails_the_job_and_leaves_nothing() {
     );
     let err = result.expect_err("a rendition larger than the disk allows was accepted");
     assert_eq!(err.kind(), "output_io", "{err}");
-    assert!(!err.is_permanent(), "a full disk is worth a retry: {err}");
+    assert_eq!(
+        err.class(),
+        ErrorClass::Environment,
+        "a full disk is worth a retry: {err}"
+    );
     let message = err.to_string();
     assert!(
         message.contains(&out.display().to_string()) && !message.contains('\n'),

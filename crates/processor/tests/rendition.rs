@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use ffmpeg_next::codec::profile::{H264, Profile};
 use ffmpeg_next::format::Pixel;
 use processor::{Card, CardContent, Fit, Image, RenditionSpec};
 
@@ -30,7 +31,7 @@ fn a_1080p_clip_becomes_a_720p_h264_mp4_that_plays_at_once() {
     assert_eq!(d.container, "mov,mp4,m4a,3gp,3g2,mj2");
     assert_eq!((d.codec.as_str(), d.width, d.height), ("h264", 1280, 720));
     assert_eq!(d.pix_fmt, Pixel::YUV420P);
-    assert_eq!(d.profile, 100, "H.264 High profile");
+    assert_eq!(d.profile, Profile::H264(H264::High), "H.264 High profile");
     assert_eq!(d.color_range, ffmpeg_next::color::Range::MPEG);
     assert_eq!(d.color_space, ffmpeg_next::color::Space::BT709);
     assert_eq!(d.color_primaries, ffmpeg_next::color::Primaries::BT709);

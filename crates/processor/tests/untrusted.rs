@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hostile::*;
-use processor::{CancelFlag, Error, RenditionSpec};
+use processor::{CancelFlag, Error, ErrorClass, RenditionSpec};
 
 /// A directory holding a neighbouring video and a canary, watched.
 struct Scene {
@@ -63,7 +63,7 @@ impl Scene {
             Ok(r) => panic!("{name} was processed: {r:?}"),
             Err(e) => e,
         };
-        assert!(err.is_permanent(), "{name}: {err}");
+        assert_eq!(err.class(), ErrorClass::Input, "{name}: {err}");
         let msg = err.to_string();
         assert!(!msg.contains('\n'), "{msg:?}");
         assert!(msg.starts_with(&input.display().to_string()), "{msg}");

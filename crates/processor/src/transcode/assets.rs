@@ -1,14 +1,16 @@
 //! What a rendition adds to the main video (watermark and cards), loaded
-//! once per job, and the plan of the graph that puts it all together.
+//! once per job, and the plain facts of them and of the main input that
+//! the graph's plan is decided from.
 
 use ffmpeg_next::frame;
 
 use super::source::Clip;
 use crate::control::Budget;
 use crate::error::{Error, Result};
-use crate::graph::{CardPlan, CardSlot, Fitting, Plan, Size, WatermarkPlacement};
+use crate::geom::{CardSlot, Size};
+use crate::graph::{CardSource, SourceVideo, Sources};
 use crate::image;
-use crate::probe::{Fraction, VideoFacts};
+use crate::probe::VideoFacts;
 use crate::spec::{CardContent, Image, RenditionSpec};
 
 /// The watermark and card images, decoded once per job, and the card clips,
@@ -75,47 +77,35 @@ fn load_card(spec: &RenditionSpec, slot: CardSlot, budget: &Budget) -> Result<Op
     }))
 }
 
-/// Decides the graph's numbers from the spec, the input and the assets.
-pub(super) fn plan(spec: &RenditionSpec, facts: &VideoFacts, assets: &Assets, rate: Fraction) -> Plan {
-    let out = Size::new(spec.width, spec.height);
-    // Tone mapping needs zscale (FFmpeg built with zimg); without it HDR
-    // goes through the plain path, washed out but watchable.
-    let zscale = ffmpeg_next::filter::find("zscale").is_some();
-    let fitting = |facts: &VideoFacts| {
-        let display = Size::new(facts.info.display_width, facts.info.display_height);
-        Fitting::new(display, out, spec.fit, facts.transform)
-            .tone_mapped(facts.info.hdr && zscale)
-            .with_colour(facts.colour)
-    };
-    let watermark = match (&spec.watermark, &assets.watermark) {
-        (Some(wm), Some(frame)) => Some(WatermarkPlacement::new(
-            Size::new(frame.width(), frame.height()),
-            out,
-            wm,
-        )),
-        _ => None,
-    };
-    let card = |slot: CardSlot| -> Option<CardPlan> {
-        let duration = spec.card(slot)?.duration;
-        Some(match assets.card(slot)? {
-            CardAsset::Image { frame, is_logo } => {
-                CardPlan::image(Size::new(frame.width(), frame.height()), out, *is_logo, duration)
-            }
-            CardAsset::Clip(clip) => CardPlan::Clip {
-                fitting: fitting(&clip.facts),
-                duration,
-            },
-        })
-    };
-    Plan {
-        out,
-        rate,
-        main: fitting(facts),
-        watermark,
-        intro: card(CardSlot::Intro),
-        outro: card(CardSlot::Outro),
-        // The transcoder cuts the audio where the decoded video ends; the
-        // graph also stops it at the cap.
-        audio_end: facts.audio_index.map(|_| spec.max_duration),
+/// The plan's view of a video source: how it is shown and read.
+fn source_video(facts: &VideoFacts) -> SourceVideo {
+    SourceVideo {
+        display: Size::new(facts.info.display_width, facts.info.display_height),
+        transform: facts.transform,
+        hdr: facts.info.hdr,
+        colour: facts.colour,
+    }
+}
+
+impl Assets {
+    /// The plain facts [`Plan::new`](crate::graph::Plan::new) decides from:
+    /// the main input's (`main`) and the loaded assets'.
+    pub(super) fn sources(&self, main: &VideoFacts) -> Sources {
+        let card = |slot: CardSlot| {
+            self.card(slot).map(|asset| match asset {
+                CardAsset::Image { frame, is_logo } => CardSource::Image {
+                    size: Size::new(frame.width(), frame.height()),
+                    is_logo: *is_logo,
+                },
+                CardAsset::Clip(clip) => CardSource::Clip(source_video(&clip.facts)),
+            })
+        };
+        Sources {
+            main: source_video(main),
+            audio: main.audio_index.is_some(),
+            watermark: self.watermark.as_ref().map(|f| Size::new(f.width(), f.height())),
+            intro: card(CardSlot::Intro),
+            outro: card(CardSlot::Outro),
+        }
     }
 }

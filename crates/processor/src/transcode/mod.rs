@@ -27,10 +27,12 @@ use self::poster::PosterPicker;
 use self::source::MainSource;
 use self::timeline::{Admit, Timeline};
 use crate::control::{Budget, CancelFlag, Progress};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_again_or_eof};
 use crate::fflog;
-use crate::graph::{self, CardPlan, CardSlot, Graph, Plan, SourceSpec, pad};
-use crate::probe::{Fraction, MediaInfo};
+use crate::filter::{self, Graph, SourceSpec};
+use crate::geom::{CardSlot, Fraction};
+use crate::graph::{CardPlan, Plan, pad};
+use crate::probe::MediaInfo;
 use crate::spec::RenditionSpec;
 
 pub(crate) use self::rate::output_rate;
@@ -72,7 +74,7 @@ pub struct Report {
 
 /// Turns `input` into a rendition at `output` as `spec` describes.
 ///
-/// The input is opened with the defences of [`probe`](crate::probe), decoded,
+/// The input is opened with the defences of [`probe`](fn@crate::probe), decoded,
 /// cut at [`RenditionSpec::max_duration`] (reading stops there, so a long
 /// upload costs no more than a short one), fitted, watermarked, framed by
 /// the cards and encoded with libx264 into an MP4 whose index comes first.
@@ -105,7 +107,9 @@ pub fn process(
 
     let mut main = MainSource::open(input, spec, &budget)?;
     let rate = output_rate(main.facts.info.frame_rate, spec.max_fps);
-    let plan = assets::plan(spec, &main.facts, &assets, rate);
+    // Tone mapping needs zscale (FFmpeg built with zimg).
+    let zscale = ffmpeg_next::filter::find("zscale").is_some();
+    let plan = Plan::new(spec, &assets.sources(&main.facts), rate, zscale);
 
     let out_err = |source: io::Error| Error::OutputIo {
         path: output.to_owned(),
@@ -482,7 +486,7 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
         let video = |name: String, frame: &frame::Video, tb| SourceSpec {
             name,
             audio: false,
-            args: graph::video_source_args(frame, tb),
+            args: filter::video_source_args(frame, tb),
         };
         let mut sources = vec![video(pad::MAIN_V.into(), first, main.facts.time_base)];
         if let Some(wm) = &self.assets.watermark {
@@ -649,10 +653,4 @@ fn check_decoded(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) -> 
         });
     }
     Ok(())
-}
-
-/// FFmpeg's "nothing more now" and "nothing more ever", as opposed to an
-/// error.
-fn is_again_or_eof(e: &ffmpeg_next::Error) -> bool {
-    matches!(e, ffmpeg_next::Error::Eof) || matches!(e, ffmpeg_next::Error::Other { errno } if *errno == libc::EAGAIN)
 }

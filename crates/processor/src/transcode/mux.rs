@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame, picture};
 
-use super::is_again_or_eof;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_again_or_eof};
+use crate::geom::Fraction;
 use crate::graph::AUDIO_RATE;
-use crate::probe::Fraction;
 use crate::spec::{PRESETS, RenditionSpec};
 
 /// Samples per AAC frame: the muxer queues the graph's audio and encodes it

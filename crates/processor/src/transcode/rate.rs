@@ -1,6 +1,6 @@
 //! The output frame rate.
 
-use crate::probe::Fraction;
+use crate::geom::Fraction;
 
 /// The output frame rate: the source's, divided by the smallest integer
 /// that brings it under the cap (59.94 → 29.97, 50 → 25, 120 → 30). When

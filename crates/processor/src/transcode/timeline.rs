@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ffmpeg_next::{Rational, frame};
 
-use crate::probe::Fraction;
+use crate::geom::Fraction;
 
 /// What happened to one decoded frame.
 pub(super) enum Admit {

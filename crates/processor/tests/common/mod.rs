@@ -57,7 +57,7 @@ pub struct AudioTrack {
 pub struct Decoded {
     pub container: String,
     pub codec: String,
-    pub profile: i32,
+    pub profile: codec::Profile,
     pub width: u32,
     pub height: u32,
     pub pix_fmt: format::Pixel,
@@ -93,8 +93,8 @@ pub fn decode(path: &Path) -> Decoded {
         .decoder()
         .video()
         .expect("video decoder");
-    // SAFETY: plain read of the profile field.
-    let profile = unsafe { (*vstream.parameters().as_ptr()).profile };
+    // The opened decoder's context holds the stream's profile.
+    let profile = vdec.profile();
     let codec_name = vstream.parameters().id().name().to_owned();
     let astream = ictx.streams().best(media::Type::Audio);
     let aindex = astream.as_ref().map(|s| s.index());
@@ -373,18 +373,16 @@ pub struct CodedPicture {
 /// The coded pictures of the video stream, in decode order, read from the
 /// packets themselves (AVCC: big-endian length-prefixed NAL units).
 pub fn coded_pictures(path: &Path) -> Vec<CodedPicture> {
+    // The length size is the avcC's choice, and libavformat's MP4 muxer
+    // always writes 4 bytes for H.264. So it is assumed rather than read
+    // from the extradata (which has no safe accessor), and every length
+    // must fill its packet exactly: a file with another length size fails
+    // here loudly instead of being misread.
+    const LENGTH_SIZE: usize = 4;
     let mut ictx = format::input(path).expect("opens");
     let stream = ictx.streams().best(media::Type::Video).expect("video");
     let index = stream.index();
     let tb = f64::from(stream.time_base());
-    // avcC: lengthSizeMinusOne is the low two bits of its fifth byte.
-    // SAFETY: plain reads of the stream's codec parameters.
-    let extradata = unsafe {
-        let par = stream.parameters().as_ptr();
-        std::slice::from_raw_parts((*par).extradata, (*par).extradata_size as usize).to_vec()
-    };
-    assert!(extradata.len() > 4 && extradata[0] == 1, "an avcC header");
-    let length_size = usize::from(extradata[4] & 3) + 1;
     let mut out = Vec::new();
     for (stream, packet) in ictx.packets() {
         if stream.index() != index {
@@ -393,11 +391,12 @@ pub fn coded_pictures(path: &Path) -> Vec<CodedPicture> {
         let data = packet.data().expect("packet data");
         let mut nal_types = Vec::new();
         let mut pos = 0;
-        while pos + length_size <= data.len() {
-            let len = data[pos..pos + length_size]
+        while pos < data.len() {
+            assert!(pos + LENGTH_SIZE <= data.len(), "a whole NAL length field");
+            let len = data[pos..pos + LENGTH_SIZE]
                 .iter()
                 .fold(0usize, |n, b| (n << 8) | usize::from(*b));
-            pos += length_size;
+            pos += LENGTH_SIZE;
             assert!(len > 0 && pos + len <= data.len(), "a well-formed NAL unit");
             nal_types.push(data[pos] & 0x1f);
             pos += len;

@@ -4,60 +4,47 @@
 
 #![allow(dead_code, clippy::expect_used, reason = "test support: a failure is a test failure")]
 
-use std::ffi::CString;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use ffmpeg_next::{codec, format, frame};
+use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+use rustix::io::Errno;
 
 /// Files opened in one directory since the watch began (inotify IN_OPEN).
 pub struct OpenWatch {
-    fd: i32,
+    fd: OwnedFd,
 }
 
 impl OpenWatch {
     pub fn new(dir: &Path) -> OpenWatch {
-        // SAFETY: plain syscalls; the path is NUL-terminated.
-        unsafe {
-            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
-            assert!(fd >= 0, "inotify_init1");
-            let c = CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
-            let wd = libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN);
-            assert!(wd >= 0, "inotify_add_watch");
-            OpenWatch { fd }
-        }
+        let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).expect("inotify_init1");
+        inotify::add_watch(&fd, dir, WatchFlags::OPEN).expect("inotify_add_watch");
+        OpenWatch { fd }
     }
 
     /// Names of the files opened since the last call.
     pub fn opened(&self) -> Vec<String> {
         let mut names = Vec::new();
-        let mut buf = [0u8; 64 * 1024];
+        let mut buf = [MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut events = inotify::Reader::new(&self.fd, &mut buf);
         loop {
-            // SAFETY: reading into our own buffer.
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            let mut pos = 0usize;
-            while pos + 16 <= n as usize {
-                let len = u32::from_ne_bytes(buf[pos + 12..pos + 16].try_into().expect("4")) as usize;
-                let name = &buf[pos + 16..pos + 16 + len];
-                let name = String::from_utf8_lossy(name).trim_end_matches('\0').to_owned();
-                if !name.is_empty() {
-                    names.push(name);
+            match events.next() {
+                // An event about the directory itself has no name.
+                Ok(event) => {
+                    if let Some(name) = event.file_name().filter(|n| !n.is_empty()) {
+                        names.push(name.to_string_lossy().into_owned());
+                    }
                 }
-                pos += 16 + len;
+                // Non-blocking: every event so far has been read.
+                Err(Errno::AGAIN) => break,
+                Err(e) => panic!("reading inotify events: {e}"),
             }
         }
         names.sort();
         names.dedup();
         names
-    }
-}
-
-impl Drop for OpenWatch {
-    fn drop(&mut self) {
-        // SAFETY: closing our own descriptor.
-        unsafe { libc::close(self.fd) };
     }
 }
 
