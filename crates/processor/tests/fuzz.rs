@@ -14,7 +14,9 @@
 
 #![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
 
+#[path = "it/common.rs"]
 mod common;
+#[path = "it/hostile.rs"]
 mod hostile;
 
 use std::fs;
@@ -176,8 +178,8 @@ fn mutate(rng: &mut Rng, seeds: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
     (format!("{name} [{}]", how.join("+")), data)
 }
 
-#[test]
-fn mutated_media_is_handled_safely() {
+/// The time budget and the seed, from `FUZZ_SECONDS` and `FUZZ_SEED`.
+fn budget_and_seed() -> (Duration, u64) {
     let budget = Duration::from_secs(
         std::env::var("FUZZ_SECONDS")
             .ok()
@@ -193,6 +195,66 @@ fn mutated_media_is_handled_safely() {
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         });
+    (budget, seed)
+}
+
+/// Runs `fuzz_child` on `input` in a child process of this test binary:
+/// its exit status (`None` if it hung and was killed) and what it printed.
+fn run_child(exe: &Path, input: &Path, out: &Path) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "fuzz_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FUZZ_INPUT", input)
+        .env("FUZZ_OUTPUT", out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("child");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if t.elapsed() > HANG {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stdout = child
+        .stdout
+        .take()
+        .map(|mut s| {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut text);
+            text
+        })
+        .unwrap_or_default();
+    (status, stdout)
+}
+
+/// The child's own word on what happened (`FUZZ-RESULT <kind>`), or `none`.
+fn result_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.split_once("FUZZ-RESULT ")
+                .map(|(_, r)| r.split_whitespace().next().unwrap_or(""))
+        })
+        .unwrap_or("none")
+        .to_owned()
+}
+
+#[test]
+fn mutated_media_is_handled_safely() {
+    let (budget, seed) = budget_and_seed();
     eprintln!(
         "fuzz: seed {seed}, budget {} s (FUZZ_SEED / FUZZ_SECONDS)",
         budget.as_secs()
@@ -217,51 +279,9 @@ fn mutated_media_is_handled_safely() {
         fs::write(&input, &data).expect("write input");
         let _ = watch.opened();
         let out = out_dir.path().join("out.mp4");
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "fuzz_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env("FUZZ_INPUT", &input)
-            .env("FUZZ_OUTPUT", &out)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("child");
-        let t = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break Some(s);
-            }
-            if t.elapsed() > HANG {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let (status, stdout) = run_child(&exe, &input, &out);
         runs += 1;
-        let stdout = child
-            .stdout
-            .take()
-            .map(|mut s| {
-                let mut text = String::new();
-                let _ = std::io::Read::read_to_string(&mut s, &mut text);
-                text
-            })
-            .unwrap_or_default();
-        let result = stdout
-            .lines()
-            .find_map(|l| {
-                l.split_once("FUZZ-RESULT ")
-                    .map(|(_, r)| r.split_whitespace().next().unwrap_or(""))
-            })
-            .unwrap_or("none")
-            .to_owned();
+        let result = result_of(&stdout);
         let opened = watch.opened();
         let problem = match status {
             None => Some(format!("hung for more than {} s", HANG.as_secs())),

@@ -10,6 +10,7 @@
 #![cfg(target_env = "gnu")]
 #![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
 
+#[path = "it/common.rs"]
 mod common;
 
 use std::time::Duration;

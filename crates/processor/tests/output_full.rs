@@ -7,6 +7,7 @@
 
 #![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
 
+#[path = "it/common.rs"]
 mod common;
 
 use common::*;

@@ -7,13 +7,16 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use processor::{CancelFlag, MediaInfo, Progress, RenditionSpec, Report};
+use processor::{CancelFlag, ErrorClass, MediaInfo, Progress, RenditionSpec, Report};
 
 use crate::flags::RenditionArgs;
 
 /// Exit code for an input that cannot be processed (bad, refused, over a
-/// limit). 2 is a usage error (clap), 1 any other failure.
+/// limit, over the time limit). 1 is any other failure.
 const EXIT_BAD_INPUT: u8 = 3;
+/// Exit code for options that cannot be used: clap's for a usage error,
+/// and ours for a watermark or card file that does not decode.
+const EXIT_USAGE: u8 = 2;
 
 /// `vidworker process`: one file into a rendition, with progress; Ctrl-C
 /// cancels cleanly.
@@ -47,11 +50,16 @@ pub fn probe_command(input: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// The one-line error and the exit code that says whether the input is to
-/// blame.
+/// The one-line error and the exit code that says who is to blame: the
+/// input (3, a timeout included), the options (2, like any usage error: a
+/// watermark or card file that cannot be used), or the machine (1).
 fn input_failure(e: &processor::Error) -> ExitCode {
     eprintln!("error: {e}");
-    ExitCode::from(if e.is_permanent() { EXIT_BAD_INPUT } else { 1 })
+    ExitCode::from(match e.class() {
+        ErrorClass::Input | ErrorClass::Timeout => EXIT_BAD_INPUT,
+        ErrorClass::Spec => EXIT_USAGE,
+        ErrorClass::Environment => 1,
+    })
 }
 
 /// Ctrl-C raises the cancel flag: the transcode stops within a frame and

@@ -8,7 +8,7 @@ use processor::RenditionSpec;
 use uuid::Uuid;
 use worker::db::Db;
 use worker::queue::Queue;
-use worker::runner::reconcile::Reconciler;
+use worker::runner::reconcile::{ReconcileSettings, Reconciler};
 use worker::telemetry::Stats;
 
 use crate::cli::DlqAction;
@@ -29,7 +29,7 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
     Ok(Reconciler::new(
         Db::connect_lazy(&db.database_url, 2)?,
         queue,
-        settings.reconcile_settings(),
+        ReconcileSettings::of(&settings),
         Arc::new(Stats::default()),
     )
     .with_publisher(publisher))

@@ -160,21 +160,6 @@ fn cores() -> usize {
 }
 
 impl WorkerSettings {
-    /// How the reconciler works, from these settings. A claim counts as
-    /// abandoned once its lease has been expired longer than its worker
-    /// could still be alive: a worker waits out outages for at most the
-    /// outage patience, and renews its lease every third of the visibility
-    /// timeout; five minutes more cover clock skew.
-    pub fn reconcile_settings(&self) -> crate::runner::reconcile::ReconcileSettings {
-        crate::runner::reconcile::ReconcileSettings {
-            interval: self.reconcile_interval,
-            stranded_after: self.stranded_after,
-            max_resends: self.max_resends,
-            abandoned_after: self.outage_patience + self.visibility_timeout + Duration::from_secs(300),
-            max_attempts: self.max_attempts,
-        }
-    }
-
     /// Checks every value and fills in what follows from the others (each
     /// job's share of the cores when the spec leaves threads at 0).
     pub fn validated(mut self) -> Result<Self, ConfigError> {

@@ -48,9 +48,9 @@ async fn run_refuses_an_empty_database_while_messages_wait() {
     assert_eq!(stack.row(id).await.status, Status::Pending);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_tools_and_requeue_are_driven_by_the_row() {
-    let stack = Stack::start(Duration::from_secs(30)).await;
+/// Three videos (processed, failed on its input, given up) with a dead
+/// letter each, and a malformed dead letter: (processed, bad, gave up).
+async fn dead_letters_of_each_kind(stack: &Stack) -> [Uuid; 3] {
     let processed = stack.submit("gray-720p.mp4").await;
     let bad = stack.submit("truncated.mp4").await;
     let worker = stack.spawn_worker(stack.settings(1)).await;
@@ -78,6 +78,13 @@ async fn dead_letter_tools_and_requeue_are_driven_by_the_row() {
         dlq.send(&body).await.expect("dead letter");
     }
 
+    [processed, bad, gave_up]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_tools_and_requeue_are_driven_by_the_row() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let [processed, bad, gave_up] = dead_letters_of_each_kind(&stack).await;
     let (code, out, err) = stack.command(&["dlq", "stats"], &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(": 4 messages"), "{out}");

@@ -51,16 +51,9 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_serves_metrics_health_and_readiness() {
-    let mut stack = Stack::start(Duration::from_secs(30)).await;
-    let good = stack.submit("gray-720p.mp4").await;
-    let audio = stack.submit("audio-only.m4a").await;
-    let port = testkit::free_port().expect("port");
-    let addr = format!("127.0.0.1:{port}");
-    let mut worker = stack.spawn_binary("metrics", &[("METRICS_ADDR", addr.as_str())]);
-    stack.wait_settled(&[good, audio], LIMIT).await;
-
+/// What `/metrics` says after one processed and one failed video, parsed
+/// by the reference OpenMetrics parser.
+fn assert_metrics_after_one_processed_and_one_failed(port: u16) {
     let (status, text) = http_get(port, "/metrics");
     assert_eq!(status, 200, "{text}");
     let m = parse_metrics(&text);
@@ -86,6 +79,19 @@ async fn run_serves_metrics_health_and_readiness() {
         "{build}"
     );
     assert!(build.contains("commit=\""), "{build}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_health_and_readiness() {
+    let mut stack = Stack::start(Duration::from_secs(30)).await;
+    let good = stack.submit("gray-720p.mp4").await;
+    let audio = stack.submit("audio-only.m4a").await;
+    let port = testkit::free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = stack.spawn_binary("metrics", &[("METRICS_ADDR", addr.as_str())]);
+    stack.wait_settled(&[good, audio], LIMIT).await;
+
+    assert_metrics_after_one_processed_and_one_failed(port);
     assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_owned()));
     assert_eq!(http_get(port, "/readyz"), (200, "ready\n".to_owned()));
     assert_eq!(http_get(port, "/nope").0, 404);

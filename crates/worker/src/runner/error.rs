@@ -1,6 +1,8 @@
 //! How a job can fail, and what each failure means for it
 //! ([`FailureClass`], which decides what happens to the row and the message).
 
+use processor::ErrorClass;
+
 use crate::completion::PublishError;
 use crate::db::DbError;
 use crate::failure::FailureClass;
@@ -104,13 +106,14 @@ impl JobError {
     }
 }
 
-/// What a processor failure means for the job.
+/// What a processor failure means for the job: a spec or asset that does
+/// not work is the worker's configuration, never the upload's fault.
 fn processor_class(e: &processor::Error) -> FailureClass {
-    match (e.is_permanent(), e.kind()) {
-        (_, "timed_out") => FailureClass::Timeout,
-        (_, "invalid_spec") => FailureClass::Configuration,
-        (true, _) => FailureClass::Input,
-        (false, _) => FailureClass::Transient,
+    match e.class() {
+        ErrorClass::Input => FailureClass::Input,
+        ErrorClass::Spec => FailureClass::Configuration,
+        ErrorClass::Environment => FailureClass::Transient,
+        ErrorClass::Timeout => FailureClass::Timeout,
     }
 }
 

@@ -264,7 +264,7 @@ impl Runner {
             Reconciler::new(
                 self.db.clone(),
                 self.queue.clone(),
-                self.settings.reconcile_settings(),
+                reconcile::ReconcileSettings::of(&self.settings),
                 Arc::clone(&self.stats),
             )
             .with_publisher(self.publisher.clone())

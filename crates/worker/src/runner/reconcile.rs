@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::completion::Publisher;
+use crate::config::WorkerSettings;
 use crate::db::{Db, DbError, FailureKind, Requeue, Status, VideoRow};
 use crate::message;
 use crate::queue::{Queue, QueueError, Received};
@@ -55,6 +56,23 @@ pub struct ReconcileSettings {
     pub abandoned_after: Duration,
     /// Counted attempts before an abandoned video is failed.
     pub max_attempts: u32,
+}
+
+impl ReconcileSettings {
+    /// How the reconciler of a worker with `settings` works. A claim counts
+    /// as abandoned once its lease has been expired longer than its worker
+    /// could still be alive: a worker waits out outages for at most the
+    /// outage patience, and renews its lease every third of the visibility
+    /// timeout; five minutes more cover clock skew.
+    pub fn of(settings: &WorkerSettings) -> Self {
+        ReconcileSettings {
+            interval: settings.reconcile_interval,
+            stranded_after: settings.stranded_after,
+            max_resends: settings.max_resends,
+            abandoned_after: settings.outage_patience + settings.visibility_timeout + Duration::from_secs(300),
+            max_attempts: settings.max_attempts,
+        }
+    }
 }
 
 /// What a pass did.

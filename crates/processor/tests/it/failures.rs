@@ -1,16 +1,12 @@
 //! Inputs that cannot become a rendition fail with one clear line, the right
 //! kind of error, and nothing left behind.
 
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use processor::{CancelFlag, Error, ErrorClass, Limits, RenditionSpec};
 
 /// Processes into a fresh directory and returns the error and the

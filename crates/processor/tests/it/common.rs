@@ -80,6 +80,50 @@ type Colour = (
     ffmpeg_next::color::TransferCharacteristic,
 );
 
+/// The decoded video frames, and the first one's size, format and colour.
+struct VideoSink<'a> {
+    path: &'a Path,
+    time_base: f64,
+    frame: frame::Video,
+    frames: Vec<VideoFrame>,
+    first: Option<(u32, u32, format::Pixel, Colour)>,
+}
+
+impl<'a> VideoSink<'a> {
+    fn new(path: &'a Path, time_base: f64) -> Self {
+        VideoSink {
+            path,
+            time_base,
+            frame: frame::Video::empty(),
+            frames: Vec::new(),
+            first: None,
+        }
+    }
+
+    /// Takes every frame the decoder has ready; panics on a corrupt one.
+    fn drain(&mut self, dec: &mut ffmpeg_next::decoder::Video) {
+        let vf = &mut self.frame;
+        while dec.receive_frame(vf).is_ok() {
+            assert!(!vf.is_corrupt(), "a corrupt frame in {}", self.path.display());
+            self.frames.push(VideoFrame {
+                time: vf.timestamp().unwrap_or(0) as f64 * self.time_base,
+                key: vf.is_key(),
+            });
+            self.first.get_or_insert((
+                vf.width(),
+                vf.height(),
+                vf.format(),
+                (
+                    vf.color_range(),
+                    vf.color_space(),
+                    vf.color_primaries(),
+                    vf.color_transfer_characteristic(),
+                ),
+            ));
+        }
+    }
+}
+
 /// Decodes every frame of every stream; panics on any decode error.
 pub fn decode(path: &Path) -> Decoded {
     let mut ictx = format::input(path).expect("output opens");
@@ -106,36 +150,13 @@ pub fn decode(path: &Path) -> Decoded {
             .audio()
             .expect("audio decoder")
     });
-    let mut frames = Vec::new();
-    let mut vf = frame::Video::empty();
+    let mut video = VideoSink::new(path, f64::from(vtb));
     let mut af = frame::Audio::empty();
     let mut audio_end = 0f64;
-    let mut first: Option<(u32, u32, format::Pixel, Colour)> = None;
-    let mut push_video = |dec: &mut ffmpeg_next::decoder::Video, frames: &mut Vec<VideoFrame>| {
-        while dec.receive_frame(&mut vf).is_ok() {
-            assert!(!vf.is_corrupt(), "a corrupt frame in {}", path.display());
-            let t = vf.timestamp().unwrap_or(0) as f64 * f64::from(vtb);
-            frames.push(VideoFrame {
-                time: t,
-                key: vf.is_key(),
-            });
-            first.get_or_insert((
-                vf.width(),
-                vf.height(),
-                vf.format(),
-                (
-                    vf.color_range(),
-                    vf.color_space(),
-                    vf.color_primaries(),
-                    vf.color_transfer_characteristic(),
-                ),
-            ));
-        }
-    };
     for (stream, packet) in ictx.packets() {
         if stream.index() == vindex {
             vdec.send_packet(&packet).expect("every packet decodes");
-            push_video(&mut vdec, &mut frames);
+            video.drain(&mut vdec);
         } else if Some(stream.index()) == aindex
             && let Some(d) = adec.as_mut()
         {
@@ -147,7 +168,8 @@ pub fn decode(path: &Path) -> Decoded {
         }
     }
     vdec.send_eof().expect("eof");
-    push_video(&mut vdec, &mut frames);
+    video.drain(&mut vdec);
+    let VideoSink { mut frames, first, .. } = video;
     frames.sort_by(|a, b| a.time.total_cmp(&b.time));
     let (width, height, pix_fmt, (color_range, color_space, color_primaries, color_transfer)) =
         first.expect("at least one frame");

@@ -6,13 +6,9 @@
 //! `MediaError` fails the test with Chromium's own message. The poster is
 //! loaded in an `<img>`.
 
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use processor::{Card, RenditionSpec};
 use testkit::browser::{self, Playback};
 

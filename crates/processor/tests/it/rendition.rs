@@ -1,12 +1,8 @@
 //! What a viewer sees in a rendition of each awkward kind of upload.
 
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ffmpeg_next::codec::profile::{H264, Profile};
 use ffmpeg_next::format::Pixel;
 use processor::{Card, CardContent, Fit, Image, RenditionSpec};

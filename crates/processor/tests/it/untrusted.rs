@@ -4,16 +4,11 @@
 //! ffmpeg command line is shown to read the neighbouring file when handed
 //! the same playlist or script.
 
-#![allow(clippy::expect_used, reason = "test code: a failure is a test failure")]
-
-mod common;
-mod hostile;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hostile::*;
+use crate::hostile::*;
 use processor::{CancelFlag, Error, ErrorClass, RenditionSpec};
 
 /// A directory holding a neighbouring video and a canary, watched.
@@ -26,7 +21,7 @@ struct Scene {
 impl Scene {
     fn new() -> Scene {
         let dir = tempfile::tempdir().expect("dir");
-        fs::copy(common::fixture("gray-720p.mp4"), dir.path().join("secret.mp4")).expect("copy");
+        fs::copy(crate::common::fixture("gray-720p.mp4"), dir.path().join("secret.mp4")).expect("copy");
         fs::write(dir.path().join("canary.txt"), "VIDWORKER-CANARY-7f3a\n").expect("canary");
         let watch = OpenWatch::new(dir.path());
         Scene {
@@ -223,7 +218,7 @@ fn the_watch_sees_opens_so_these_tests_can_fail() {
 fn a_good_upload_opens_nothing_but_itself_while_rendition_and_poster_are_made() {
     let s = Scene::new();
     let input = s.path("clip.mp4");
-    fs::copy(common::fixture("portrait-rotated.mp4"), &input).expect("copy");
+    fs::copy(crate::common::fixture("portrait-rotated.mp4"), &input).expect("copy");
     let _ = s.watch.opened();
     let out = s.out.path().join("clip.mp4");
     let report =

@@ -169,7 +169,7 @@ fn servers_die_with_a_killed_test_process() -> TestResult {
     let mut child = Command::new(env::current_exe()?)
         .args([
             "--exact",
-            "hold_servers_until_killed",
+            "stack::hold_servers_until_killed",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -233,5 +233,19 @@ fn hold_servers_until_killed() -> TestResult {
     );
     fs::write(Path::new(&report), line)?;
     thread::sleep(Duration::from_secs(120));
+    Ok(())
+}
+
+#[test]
+fn psql_reads_what_was_written_and_quotes_the_error_of_a_bad_statement() -> TestResult {
+    let db = Postgres::start()?;
+    db.create_database("reads")?;
+    db.psql(
+        "reads",
+        "CREATE TABLE t (a int, b text); INSERT INTO t VALUES (1, 'x'), (2, 'y')",
+    )?;
+    assert_eq!(db.psql("reads", "SELECT a, b FROM t ORDER BY a")?, "1|x\n2|y");
+    let err = db.psql("reads", "SELECT nope FROM t").expect_err("no such column");
+    assert!(err.to_string().contains("column \"nope\" does not exist"), "{err}");
     Ok(())
 }
