@@ -733,16 +733,38 @@ def shutdown_grace(tpl) -> tuple[int, int, str]:
     return int(d.group(1)), int(d.group(1)), "`vidworker run --help`"
 
 
+def handback_budget() -> int:
+    """The worker's HANDBACK_TIMEOUT in seconds, read from the code: what
+    jobs cancelled at the end of the grace period get to hand back."""
+    source = (ROOT / "crates/worker/src/runner/mod.rs").read_text()
+    m = re.search(r"pub const HANDBACK_TIMEOUT: Duration = Duration::from_secs\((\d+)\);", source)
+    if not m:
+        raise CheckFailed("HANDBACK_TIMEOUT not found in crates/worker/src/runner/mod.rs")
+    return int(m.group(1))
+
+
+# What systemd's stop must cover beyond the drain: the process's exit,
+# the logs flushed, the lifecycle action completed.
+STOP_MARGIN = 10
+
+
 def check_stop_timeout(args, tpl) -> str:
+    """The whole shutdown fits TimeoutStopSec: the receive in flight is
+    cancelled at once (0 s), then the grace period, then the hand-back of
+    what did not finish, then a margin."""
     settings = unit_settings(UNIT.read_text())
     if "TimeoutStopSec" not in settings:
         raise CheckFailed("vidworker.service sets no TimeoutStopSec")
     stop = timespan_seconds(settings["TimeoutStopSec"])
     default, largest, source = shutdown_grace(tpl)
-    if stop < largest + 10:
-        raise CheckFailed(f"TimeoutStopSec {stop:g} s < SHUTDOWN_GRACE {largest} s + 10 s ({source})")
+    handback = handback_budget()
+    need = largest + handback + STOP_MARGIN
+    if stop < need:
+        raise CheckFailed(f"TimeoutStopSec {stop:g} s < SHUTDOWN_GRACE {largest} s + hand-back {handback} s "
+                          f"+ {STOP_MARGIN} s ({source})")
     extra = f", at most {largest} s" if largest != default else ""
-    return f"TimeoutStopSec {stop:g} s >= SHUTDOWN_GRACE {default} s{extra} + 10 s (from {source})"
+    return (f"TimeoutStopSec {stop:g} s >= receive 0 s (cancelled) + SHUTDOWN_GRACE {default} s{extra} "
+            f"+ hand-back {handback} s + {STOP_MARGIN} s (from {source})")
 
 
 def check_hook_timeout(args, tpl) -> str:

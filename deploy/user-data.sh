@@ -135,6 +135,8 @@ MAX_ATTEMPTS=$MAX_ATTEMPTS
 LIFECYCLE_TIMEOUT=600
 RUN_MIGRATIONS=$RUN_MIGRATIONS
 WORKER_TEMP_DIR=/var/lib/vidworker
+# All interfaces: the security group admits scrapers only from MetricsCidr.
+METRICS_ADDR=0.0.0.0:9464
 LOG_FORMAT=json
 EOF
 )

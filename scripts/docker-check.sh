@@ -128,7 +128,7 @@ rm -f "$envfile"
 
 step "docker/compose.yaml"
 docker-compose -f docker/compose.yaml config -q || fail "docker-compose rejects docker/compose.yaml"
-for want in "stop_grace_period: 100s" "S3_BUCKET: $S3_BUCKET" "SQS_QUEUE_URL: http://moto:5000/123456789012/vidworker-jobs" \
+for want in "stop_grace_period: 105s" "S3_BUCKET: $S3_BUCKET" "SQS_QUEUE_URL: http://moto:5000/123456789012/vidworker-jobs" \
     "55432:5432" "5000:5000"; do
     docker-compose -f docker/compose.yaml config | grep -q "$want" || fail "compose lacks $want"
 done

@@ -60,4 +60,4 @@ pub use probe::{MediaInfo, probe, probe_with};
 pub use spec::{
     Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
 };
-pub use transcode::{Report, process};
+pub use transcode::{Report, check_spec, process};

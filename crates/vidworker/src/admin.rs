@@ -19,7 +19,7 @@ use crate::local::{human_bytes, print};
 
 /// `vidworker migrate`.
 pub async fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = Db::connect_lazy(&args.database_url, 1)?;
+    let pool = args.connect(1)?;
     let label = db::redact(&args.database_url);
     pool.migrate().await.with_context(|| format!("migrating {label}"))?;
     eprintln!("migrations applied to {label}");
@@ -54,7 +54,7 @@ pub async fn submit_files(
     let clients = aws.clients().await;
     let storage = Storage::new(clients.s3.clone(), &aws.bucket);
     let queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
-    let pool = Db::connect_lazy(&db.database_url, 2)?;
+    let pool = db.connect(2)?;
     for file in files {
         let id = submit(file, &storage, &pool, &queue, originals_prefix).await?;
         print(&format!("{id}  {}\n", file.display()));
@@ -65,7 +65,7 @@ pub async fn submit_files(
 /// `vidworker status [ID]`: one row in full, or the newest rows and the
 /// count in each state.
 pub async fn status(id: Option<Uuid>, limit: i64, db: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = Db::connect_lazy(&db.database_url, 1)?;
+    let pool = db.connect(1)?;
     match id {
         Some(id) => match pool.get(id).await? {
             Some(row) => print(&details(&row)),

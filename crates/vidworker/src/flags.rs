@@ -10,13 +10,15 @@ use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, Renditi
 use worker::aws::Clients;
 use worker::completion::Publisher;
 use worker::config::{ConfigError, WorkerSettings};
+use worker::db::{Db, Tls};
 use worker::termination::TerminationSettings;
 
 /// Port 9464: the one commonly used by Prometheus exporters of
-/// OpenTelemetry-style services, free of the usual web ports. All
-/// interfaces, so a load balancer or a scraper in the VPC can reach it;
-/// the security group decides who may.
-pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9464";
+/// OpenTelemetry-style services, free of the usual web ports. Loopback
+/// only by default: the instance's own agent and health checks reach it
+/// there; exposing it to the network (`0.0.0.0:9464`, as the container
+/// image does) is a choice an operator makes, with a firewall beside it.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// `METRICS_ADDR`: an address, or none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,9 +294,47 @@ impl RenditionArgs {
 #[derive(Clone, Debug, clap::Args)]
 #[command(next_help_heading = "Database")]
 pub struct DbArgs {
-    /// PostgreSQL URL, e.g. `postgres://user:password@host:5432/db`.
+    /// PostgreSQL URL, e.g.
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/etc/vidworker/rds-ca.pem`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// `insecure`: accept a URL that crosses a network without verifying
+    /// the server (sslmode below verify-full), with a warning. Otherwise
+    /// such a URL is refused; a server on this machine needs no TLS.
+    #[arg(long, env = "DATABASE_TLS", value_parser = ["insecure"])]
+    pub database_tls: Option<String>,
+    /// Seconds one database call may take, connecting included, before
+    /// the worker gives up on it (and retries, if the database is only
+    /// slow or failing over).
+    #[arg(long, env = "DATABASE_CALL_TIMEOUT", default_value_t = worker::db::CALL_TIMEOUT.as_secs())]
+    pub database_call_timeout: u64,
+}
+
+impl DbArgs {
+    /// A pool of up to `max_connections`, once the URL's TLS is safe, or
+    /// said to be insecure on purpose.
+    pub fn connect(&self, max_connections: u32) -> anyhow::Result<Db> {
+        if let Tls::Unverified { sslmode } = worker::db::tls_of(&self.database_url) {
+            let url = worker::db::redact(&self.database_url);
+            if self.database_tls.is_none() {
+                anyhow::bail!(
+                    "DATABASE_URL {url}: sslmode={sslmode} does not verify the server across the network: use \
+                     sslmode=verify-full with sslrootcert, or set DATABASE_TLS=insecure to accept it"
+                );
+            }
+            tracing::warn!(
+                database = %url,
+                sslmode,
+                "DATABASE_TLS=insecure: the database connection does not verify the server; anyone on the path \
+                 can read it or pose as the database"
+            );
+        }
+        if self.database_call_timeout == 0 {
+            anyhow::bail!("DATABASE_CALL_TIMEOUT must be at least 1 s");
+        }
+        Ok(Db::connect_lazy(&self.database_url, max_connections)?
+            .with_call_timeout(std::time::Duration::from_secs(self.database_call_timeout)))
+    }
 }
 
 /// Where S3 and SQS are.

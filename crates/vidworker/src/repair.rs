@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use processor::RenditionSpec;
 use uuid::Uuid;
-use worker::db::Db;
 use worker::queue::Queue;
 use worker::runner::reconcile::{ReconcileSettings, Reconciler};
 use worker::telemetry::Stats;
@@ -27,7 +26,7 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
     queue.inspect().await?;
     let publisher = worker.map(|w| w.events.publisher(&clients)).unwrap_or_default();
     Ok(Reconciler::new(
-        Db::connect_lazy(&db.database_url, 2)?,
+        db.connect(2)?,
         queue,
         ReconcileSettings::of(&settings),
         Arc::new(Stats::default()),
@@ -39,9 +38,9 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
 pub async fn reconcile(db: &DbArgs, aws: &AwsArgs, worker: &WorkerArgs) -> anyhow::Result<ExitCode> {
     match reconciler(db, aws, Some(worker)).await?.run_once().await? {
         Some(r) => print(&format!(
-            "re-sent {} stranded, failed {} stranded, returned {} abandoned, failed {} abandoned, \
-             deleted {} and redrove {} dead letters\n",
-            r.resent, r.stranded, r.returned, r.abandoned, r.dead_letters_deleted, r.dead_letters_redriven
+            "published {} events, re-sent {} stranded, failed {} stranded, returned {} abandoned, failed {} \
+             abandoned, deleted {} and redrove {} dead letters\n",
+            r.published, r.resent, r.stranded, r.returned, r.abandoned, r.dead_letters_deleted, r.dead_letters_redriven
         )),
         None => print("another reconciler is running; nothing done\n"),
     }
@@ -77,7 +76,7 @@ pub async fn dlq(action: DlqAction, db: &DbArgs, aws: &AwsArgs) -> anyhow::Resul
         }
         DlqAction::Redrive { all, ids } => {
             let only: Option<&[Uuid]> = if all { None } else { Some(&ids) };
-            let r = reconciler.redrive(only).await?;
+            let r = redrive_when_free(&reconciler, only).await?;
             print(&format!(
                 "redriven {}, deleted {} (already processed), left {} (failed input, malformed, unknown or busy)\n",
                 r.redriven, r.deleted, r.skipped
@@ -85,6 +84,21 @@ pub async fn dlq(action: DlqAction, db: &DbArgs, aws: &AwsArgs) -> anyhow::Resul
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Redrives once the fleet's reconciler lease is free (a pass takes
+/// seconds), waiting up to a minute for it.
+async fn redrive_when_free(
+    reconciler: &Reconciler,
+    only: Option<&[Uuid]>,
+) -> anyhow::Result<worker::runner::reconcile::dead_letters::RedriveReport> {
+    for _ in 0..12 {
+        if let Some(report) = reconciler.redrive(only).await? {
+            return Ok(report);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    anyhow::bail!("another reconciler held the lease for a minute; nothing redriven (try again)")
 }
 
 /// `vidworker requeue ID…`.

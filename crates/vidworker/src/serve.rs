@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use worker::db::{self, Db};
+use worker::db;
 use worker::queue::Queue;
 use worker::runner::Runner;
 use worker::shutdown::Shutdown;
@@ -17,7 +17,7 @@ use crate::flags::RunArgs;
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = args.rendition.to_spec()?;
     let settings = args.worker.to_settings(spec)?;
-    let db = Db::connect_lazy(&args.db.database_url, (settings.concurrency as u32 * 2).max(4))?;
+    let db = args.db.connect((settings.concurrency as u32 * 2).max(4))?;
     if args.migrate {
         db.migrate()
             .await

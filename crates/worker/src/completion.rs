@@ -2,12 +2,15 @@
 //! (`EVENTS_TOPIC_ARN`) and/or an SQS queue (`EVENTS_QUEUE_URL`), so the
 //! platform's API need not poll.
 //!
-//! Delivery is at least once. An event is published after its outcome is
-//! recorded in the row and before the job's message is deleted; a crash
-//! between the two, or a publish that fails, leaves the message, whose
-//! redelivery finds the outcome recorded and publishes the event again,
-//! with the same `id` (stored in the row with the outcome). Consumers must
-//! therefore be idempotent on `id`.
+//! Delivery is at least once, through an outbox in the row: the event's
+//! `id` is written with the outcome in the same UPDATE, and the row says
+//! once it is published (`event_published_at`). The job that recorded the
+//! outcome publishes it; if it cannot (the topic is down, a crash), the
+//! reconciler publishes what the outbox still holds, for the outcomes it
+//! decides itself too. A publication may be repeated (a crash between the
+//! publish and its mark), always with the same `id`: consumers must be
+//! idempotent on `id`. Outcomes recorded more than [`OUTBOX_HORIZON`] ago
+//! are not published late (events turned on later do not replay history).
 //!
 //! Schema, version 1 (`"version": 1`):
 //!
@@ -35,6 +38,9 @@ use uuid::Uuid;
 use crate::db::{Status, VideoRow};
 use crate::failure::FailureClass;
 
+/// How old an outcome may be and still have its event published late.
+pub const OUTBOX_HORIZON: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// The version of the schema above.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -55,12 +61,33 @@ pub struct PublishError {
     video_id: Uuid,
     target: String,
     message: String,
+    /// SNS's or SQS's error code, when it answered.
+    code: Option<String>,
 }
 
 impl PublishError {
-    /// An outage of SNS or SQS: worth waiting for.
+    /// A refusal only an operator can fix (the topic's or queue's policy,
+    /// KMS, a missing topic, credentials), or an outage.
     pub fn class(&self) -> FailureClass {
-        FailureClass::Outage
+        const CONFIGURATION: &[&str] = &[
+            "AuthorizationError",
+            "AuthorizationErrorException",
+            "AccessDenied",
+            "AccessDeniedException",
+            "NotFound",
+            "NotFoundException",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "UnrecognizedClientException",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        ];
+        match self.code.as_deref() {
+            Some(code) if CONFIGURATION.contains(&code) || code.starts_with("KMS") || code.starts_with("Kms") => {
+                FailureClass::Configuration
+            }
+            _ => FailureClass::Outage,
+        }
     }
 }
 
@@ -203,25 +230,30 @@ impl Publisher {
         self.topic.is_some() || self.queue.is_some()
     }
 
-    /// Publishes the event of a row's recorded outcome, if it has one.
-    pub async fn announce(&self, row: &VideoRow) -> Result<(), PublishError> {
-        if !self.is_enabled() {
-            return Ok(());
-        }
-        let Some(event) = Completion::of(row) else {
-            return Ok(());
+    /// Publishes the event of a row's recorded outcome if the outbox still
+    /// holds it (recorded within [`OUTBOX_HORIZON`], not marked published);
+    /// returns its id, for the caller to mark published
+    /// ([`crate::db::Db::record_published`]), or `None` when there was
+    /// nothing to publish (or events go nowhere).
+    pub async fn publish_outbox(&self, row: &VideoRow) -> Result<Option<Uuid>, PublishError> {
+        let horizon = chrono::Duration::from_std(OUTBOX_HORIZON).unwrap_or(chrono::Duration::MAX);
+        let pending = row.event_published_at.is_none() && chrono::Utc::now() - row.updated_at < horizon;
+        let Some(event) = Completion::of(row).filter(|_| self.is_enabled() && pending) else {
+            return Ok(None);
         };
-        self.publish(&event).await
+        self.publish(&event).await?;
+        Ok(Some(event.id))
     }
 
     /// Publishes one event everywhere it goes.
     pub async fn publish(&self, event: &Completion) -> Result<(), PublishError> {
         let body = serde_json::to_string(event).unwrap_or_default();
-        let fail = |target: &str, message: String| PublishError {
+        let fail = |target: &str, message: String, code: Option<&str>| PublishError {
             kind: event.kind,
             video_id: event.video_id,
             target: target.to_owned(),
             message,
+            code: code.map(str::to_owned),
         };
         if let Some((client, topic)) = &self.topic {
             client
@@ -234,11 +266,17 @@ impl Publisher {
                         .data_type("String")
                         .string_value(event.kind)
                         .build()
-                        .map_err(|e| fail(topic, e.to_string()))?,
+                        .map_err(|e| fail(topic, e.to_string(), None))?,
                 )
                 .send()
                 .await
-                .map_err(|e| fail(topic, crate::aws::describe(&e)))?;
+                .map_err(|e| {
+                    fail(
+                        topic,
+                        crate::aws::describe(&e),
+                        aws_sdk_sns::error::ProvideErrorMetadata::code(&e),
+                    )
+                })?;
         }
         if let Some((client, queue)) = &self.queue {
             client
@@ -247,7 +285,13 @@ impl Publisher {
                 .message_body(&body)
                 .send()
                 .await
-                .map_err(|e| fail(queue, crate::aws::describe(&e)))?;
+                .map_err(|e| {
+                    fail(
+                        queue,
+                        crate::aws::describe(&e),
+                        aws_sdk_sqs::error::ProvideErrorMetadata::code(&e),
+                    )
+                })?;
         }
         tracing::info!(event = "announced", kind = event.kind, video_id = %event.video_id, event_id = %event.id, "published the completion event");
         Ok(())

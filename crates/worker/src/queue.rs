@@ -113,7 +113,12 @@ pub struct QueueInfo {
     pub max_receive_count: Option<u32>,
     /// The dead-letter queue's ARN.
     pub dead_letter_arn: Option<String>,
+    /// How long the queue keeps a message (`MessageRetentionPeriod`).
+    pub retention: Option<Duration>,
 }
+
+/// SQS's default message retention, when the queue does not say.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 
 /// One queue (and its dead-letter queue once resolved).
 #[derive(Clone, Debug)]
@@ -121,6 +126,7 @@ pub struct Queue {
     client: Client,
     url: String,
     dead_letter_url: Option<String>,
+    retention: Option<Duration>,
 }
 
 impl Queue {
@@ -130,7 +136,14 @@ impl Queue {
             client,
             url: url.into(),
             dead_letter_url: None,
+            retention: None,
         }
+    }
+
+    /// How long the queue keeps a message, once [`Queue::inspect`] read it
+    /// (SQS's default, 4 days, before).
+    pub fn retention(&self) -> Duration {
+        self.retention.unwrap_or(DEFAULT_RETENTION)
     }
 
     /// The queue's URL.
@@ -185,6 +198,11 @@ impl Queue {
             };
             info.dead_letter_arn = policy["deadLetterTargetArn"].as_str().map(str::to_owned);
         }
+        info.retention = attrs
+            .get(&QueueAttributeName::MessageRetentionPeriod)
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        self.retention = info.retention;
         if let Some(arn) = &info.dead_letter_arn {
             let name = arn.rsplit(':').next().unwrap_or_default();
             let url = self
@@ -259,19 +277,41 @@ impl Queue {
 
     /// Visible messages waiting in the queue.
     pub async fn depth(&self) -> Result<u64, QueueError> {
+        Ok(self.counts().await?.0)
+    }
+
+    /// Every message in the queue: visible, in flight (received and hidden)
+    /// and delayed. 0 means no message sent before now can still be
+    /// waiting (SQS's counts are approximate and lag by up to a minute).
+    pub async fn total(&self) -> Result<u64, QueueError> {
+        let (visible, in_flight, delayed) = self.counts().await?;
+        Ok(visible + in_flight + delayed)
+    }
+
+    /// (visible, in flight, delayed) messages.
+    async fn counts(&self) -> Result<(u64, u64, u64), QueueError> {
         let attrs = self
             .client
             .get_queue_attributes()
             .queue_url(&self.url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .map_err(|e| self.error("read its depth", e))?;
-        Ok(attrs
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        let count = |name: QueueAttributeName| {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            count(QueueAttributeName::ApproximateNumberOfMessages),
+            count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        ))
     }
 
     /// Deletes a message received from the dead-letter queue.

@@ -72,6 +72,18 @@ pub struct Report {
     pub poster: Option<PathBuf>,
 }
 
+/// Checks that `spec` can make renditions: its values are valid and every
+/// asset it names (the watermark PNG, card images, card clips) is read and
+/// decoded now, as a job would. A worker calls it at start, so a broken
+/// asset is refused before any video meets it. An error is
+/// [`ErrorClass::Spec`](crate::ErrorClass::Spec), naming the file.
+pub fn check_spec(spec: &RenditionSpec) -> Result<()> {
+    fflog::init();
+    spec.validate()?;
+    let budget = Budget::new(&CancelFlag::new(), spec.limits.timeout);
+    Assets::load(spec, &budget).map(drop)
+}
+
 /// Turns `input` into a rendition at `output` as `spec` describes.
 ///
 /// The input is opened with the defences of [`probe`](fn@crate::probe), decoded,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use uuid::Uuid;
-use worker::db::{FailureKind, Status};
+use worker::db::Status;
 
 use crate::support::*;
 
@@ -57,17 +57,11 @@ async fn dead_letters_of_each_kind(stack: &Stack) -> [Uuid; 3] {
     stack.wait_settled(&[processed, bad], LIMIT).await;
     worker.stop().await;
     let gave_up = stack.row_without_message("portrait-rotated.mp4").await;
-    stack
-        .db
-        .mark_failed(
-            gave_up,
-            None,
-            FailureKind::GaveUp,
-            "gave up after 3 attempts: test",
-            "test",
-        )
-        .await
-        .expect("fail");
+    stack.sql(&format!(
+        "UPDATE videos SET status = 'failed', failure_kind = 'gave_up', phase = 'failed', attempts = 3, \
+         error = 'gave up after 3 attempts: test', last_error_kind = 'test', event_id = gen_random_uuid() \
+         WHERE id = '{gave_up}'"
+    ));
     let dlq = worker::queue::Queue::new(stack.clients.sqs.clone(), &stack.dlq_url);
     for body in [
         worker::message::body(processed),

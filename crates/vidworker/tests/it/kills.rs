@@ -251,9 +251,10 @@ async fn sigterm_past_the_grace_period_hands_the_job_back_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_grace_on_the_last_receive_strands_nothing() {
-    // The queue's limit as it used to be (3 receives, here 2 to be quick):
-    // a few deploys during one long job use it up, and SQS moves the
-    // message to the dead-letter queue while the row is pending.
+    // The queue's limit as it used to be, equal to MAX_ATTEMPTS (here 2 to
+    // be quick; a worker warns about it and starts): a few deploys during
+    // one long job use it up, and SQS moves the message to the dead-letter
+    // queue while the row is pending.
     let stack = Stack::start_with(QueueSettings {
         visibility_timeout: Duration::from_secs(30),
         max_receive_count: 2,
@@ -264,7 +265,11 @@ async fn sigterm_past_grace_on_the_last_receive_strands_nothing() {
     for deploy in 0..2 {
         let mut w = stack.spawn_binary(
             &format!("deploy-{deploy}"),
-            &[("SHUTDOWN_GRACE", "0"), ("RECONCILE_INTERVAL", "0")],
+            &[
+                ("SHUTDOWN_GRACE", "0"),
+                ("RECONCILE_INTERVAL", "0"),
+                ("MAX_ATTEMPTS", "2"),
+            ],
         );
         stack.wait_status(id, Status::Processing, LIMIT).await;
         w.signal(Signal::TERM);
@@ -276,6 +281,7 @@ async fn sigterm_past_grace_on_the_last_receive_strands_nothing() {
     // The next receive moves the message to the dead-letter queue; the
     // reconciler notices the untouched pending row and sends it again.
     let mut settings = stack.settings(1);
+    settings.max_attempts = 2;
     settings.reconcile_interval = Duration::from_secs(1);
     settings.stranded_after = Duration::from_secs(3);
     let worker = stack.spawn_worker(settings).await;
@@ -296,4 +302,36 @@ async fn sigterm_past_grace_on_the_last_receive_strands_nothing() {
     assert!(stats.resent.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     assert!(stack.row(id).await.resends >= 1, "the row says it was re-sent");
     stack.check_invariants(&[id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_does_not_stop_reconciliation_for_the_fleet() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    // Worker A reconciles every second; its dead-letter receives are held,
+    // so it is frozen in the middle of a pass, holding whatever it holds.
+    let proxy = stack.http_proxy();
+    let endpoint = proxy.endpoint();
+    let held = proxy
+        .add_rule(Rule::new("sqs:ReceiveMessage").action(Action::HoldRequest))
+        .expect("rule");
+    let frozen = stack.spawn_binary(
+        "frozen",
+        &[("AWS_ENDPOINT_URL", endpoint.as_str()), ("RECONCILE_INTERVAL", "1")],
+    );
+    tokio::task::block_in_place(|| proxy.wait_held(held, 2, Duration::from_secs(60))).expect("A mid-pass");
+    frozen.signal(Signal::STOP);
+    // A video nobody will ever take up: its row is pending, its message
+    // long gone.
+    let id = stack.row_without_message("gray-720p.mp4").await;
+    stack.sql(&format!(
+        "UPDATE videos SET updated_at = now() - interval '1 day' WHERE id = '{id}'"
+    ));
+    let mut other = stack.spawn_binary("other", &[("RECONCILE_INTERVAL", "1"), ("STRANDED_AFTER", "60")]);
+    let rows = stack.wait_settled(&[id], Duration::from_secs(150)).await;
+    assert_eq!(rows[0].status, Status::Processed, "{:?}", rows[0]);
+    assert_eq!(rows[0].resends, 1, "{:?}", rows[0]);
+    other.signal(Signal::TERM);
+    assert_eq!(other.wait(LIMIT), Some(0), "{}", other.log_text());
+    frozen.signal(Signal::KILL);
+    drop(proxy);
 }

@@ -10,8 +10,11 @@ mod support;
 
 mod binary;
 
+mod chaos;
 mod cli;
 mod events;
 mod kills;
 mod production;
+mod shutdown;
+mod startup;
 mod termination;

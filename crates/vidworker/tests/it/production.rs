@@ -272,3 +272,60 @@ async fn tls_to_postgres_verifies_the_server_and_plaintext_is_refused() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no encryption"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoints_answer_at_once_while_postgres_is_down_and_idle_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    let mut stack = Stack::start(Duration::from_secs(30)).await;
+    let port = testkit::free_port().expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let mut worker = stack.spawn_binary("endpoints", &[("METRICS_ADDR", addr.as_str())]);
+    stack
+        .wait_for(LIMIT, "the endpoints up", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
+        .await;
+    assert_eq!(http_get(port, "/readyz").0, 200);
+
+    // PostgreSQL stopped: /readyz says so within a probe's usual 2 s.
+    tokio::task::block_in_place(|| stack.pg.stop().expect("stop PostgreSQL"));
+    tokio::time::sleep(Duration::from_secs(6)).await; // past the cached answer
+    let asked = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    write!(s, "GET /readyz HTTP/1.0\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    let read = s.read_to_string(&mut answer);
+    assert!(read.is_ok(), "no answer within 2 s ({:?})", asked.elapsed());
+    assert!(
+        answer.starts_with("HTTP/1.1 503") || answer.starts_with("HTTP/1.0 503"),
+        "{answer}"
+    );
+    tokio::task::block_in_place(|| stack.pg.start_again().expect("start PostgreSQL"));
+
+    // A client that connects and never finishes its request is cut off.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    idle.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .expect("half a request");
+    idle.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "an idle half-request was held {:?}",
+        started.elapsed()
+    );
+    worker.signal(Signal::TERM);
+    assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
+}
+
+#[test]
+fn the_endpoints_listen_on_loopback_unless_told_otherwise() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidworker"))
+        .args(["run", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("[default: 127.0.0.1:9464]"), "{help}");
+}

@@ -12,8 +12,12 @@ use super::{Db, DbError, Phase, Status, VideoRow};
 /// What `requeue` found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Requeue {
-    /// Pending again, with a fresh set of attempts.
-    Done,
+    /// Pending again, with a fresh set of attempts, as this generation:
+    /// send its message with it.
+    Done {
+        /// The row's new generation.
+        generation: i32,
+    },
     /// A worker holds a live lease on it.
     Busy,
     /// No such video.
@@ -21,31 +25,35 @@ pub enum Requeue {
 }
 
 impl Db {
-    /// Makes a video pending again with a fresh set of attempts, whatever
-    /// its state, unless a worker holds a live lease on it. A processed
-    /// video keeps its rendition until the new one is recorded.
+    /// Makes a video pending again with a fresh set of attempts and a new
+    /// generation (messages of older generations are stray copies from
+    /// now on), whatever its state, unless a worker holds a live lease on
+    /// it. The only way a final row (processed or failed) is reopened. A
+    /// processed video keeps its rendition until the new one is recorded.
     pub async fn requeue(&self, id: Uuid, reason: &str) -> Result<Requeue, DbError> {
-        let done = self
+        let generation: Option<i32> = self
             .with_deadline(
                 "requeue",
-                sqlx::query(
+                sqlx::query_scalar(
                     "UPDATE videos SET status = $3, attempts = 0, interruptions = 0, timeouts = 0, failure_kind = NULL, \
+                        generation = generation + 1, settled_token = NULL, \
                         phase = $4, progress_percent = 0, \
                         error = NULL, last_error_kind = NULL, resends = 0, resent_at = now(), resend_reason = $2, \
                         uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, \
                         updated_at = now() \
-                     WHERE id = $1 AND NOT (status = $5 AND lease_expires_at > now())",
+                     WHERE id = $1 AND NOT (status = $5 AND lease_expires_at > now()) \
+                     RETURNING generation",
                 )
                 .bind(id)
                 .bind(reason)
                 .bind(Status::Pending)
                 .bind(Phase::Queued)
                 .bind(Status::Processing)
-                .execute(&self.pool),
+                .fetch_optional(&self.pool),
             )
             .await?;
-        if done.rows_affected() == 1 {
-            return Ok(Requeue::Done);
+        if let Some(generation) = generation {
+            return Ok(Requeue::Done { generation });
         }
         Ok(match self.get(id).await? {
             Some(_) => Requeue::Busy,

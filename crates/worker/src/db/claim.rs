@@ -3,6 +3,15 @@
 //! the outcome or hand the video back. Every write after the claim is
 //! fenced on the claim's token and on `status = processing`: a worker whose
 //! lease ran out and whose video another worker took can change nothing.
+//!
+//! Every write is also safe to retry after its reply was lost (the commit
+//! landed, then a failover, a reset connection or the call's deadline ate
+//! the answer). The job chooses its claim token before the first try, so a
+//! retried claim finds its own claim and does not count a second attempt;
+//! an outcome records the claim that settled the row (`settled_token`), so
+//! a retried record, failure or hand-back finds its own outcome and
+//! succeeds, instead of taking the row for a lost claim and deleting what
+//! it records.
 
 use std::time::Duration;
 
@@ -18,8 +27,12 @@ pub enum Claim {
     Claimed(Claimed),
     /// Already processed: a duplicate delivery.
     AlreadyProcessed,
-    /// Failed for good (its input cannot be processed): a late duplicate.
+    /// Failed for good (its input, or attempts used up): a late
+    /// duplicate. Only an operator's requeue reopens it.
     AlreadyFailed(String),
+    /// The message is of an older generation than the row: a stray copy
+    /// of a message an operator's requeue superseded.
+    Stale,
     /// Another worker holds an unexpired lease for this long.
     Busy(Duration),
     /// No such video.
@@ -39,6 +52,8 @@ pub struct Claimed {
     pub timeouts: i32,
     /// Changes with every claim.
     pub token: Uuid,
+    /// The row's generation.
+    pub generation: i32,
 }
 
 impl Claimed {
@@ -105,37 +120,41 @@ pub struct HandBack<'a> {
 }
 
 impl Db {
-    /// Claims a video in one conditional UPDATE: a pending video, one being
-    /// processed under an expired lease, or one that gave up or was
-    /// stranded (a message brought back from the dead-letter queue gets a
-    /// fresh set of attempts). Two workers can never both succeed.
-    pub async fn claim(&self, id: Uuid, worker: &str, lease: Duration) -> Result<Claim, DbError> {
-        let token = Uuid::new_v4();
+    /// Claims a video in one conditional UPDATE, for a message of
+    /// `generation`, as `token` (chosen by the caller before the first
+    /// try): a pending video, or one being processed under an expired lease
+    /// or under this very token (a retry after a lost reply, which does not
+    /// count another attempt). A failed or processed video is final. Two
+    /// workers can never both succeed.
+    pub async fn claim(
+        &self,
+        id: Uuid,
+        worker: &str,
+        token: Uuid,
+        generation: i32,
+        lease: Duration,
+    ) -> Result<Claim, DbError> {
         let row = self
             .with_deadline(
                 "claim",
                 sqlx::query(
-                    "UPDATE videos SET status = $5, \
-                        attempts = CASE WHEN status = $7 THEN 1 ELSE attempts + 1 END, \
-                        interruptions = CASE WHEN status = $7 THEN 0 ELSE interruptions END, \
-                        timeouts = CASE WHEN status = $7 THEN 0 ELSE timeouts END, \
+                    "UPDATE videos SET status = $6, \
+                        attempts = CASE WHEN claim_token = $3 THEN attempts ELSE attempts + 1 END, \
+                        processing_started_at = CASE WHEN claim_token = $3 THEN processing_started_at ELSE now() END, \
+                        uploaded_key = CASE WHEN claim_token = $3 THEN uploaded_key ELSE NULL END, \
                         claimed_by = $2, claim_token = $3, lease_expires_at = now() + make_interval(secs => $4), \
-                        processing_started_at = now(), updated_at = now(), uploaded_key = NULL, failure_kind = NULL, \
-                        phase = $10, progress_percent = 0 \
-                     WHERE id = $1 AND (status = $6 \
-                        OR (status = $5 AND lease_expires_at < now()) \
-                        OR (status = $7 AND failure_kind IN ($8, $9))) \
-                     RETURNING original_key, attempts, interruptions, timeouts",
+                        updated_at = now(), failure_kind = NULL, phase = $8, progress_percent = 0 \
+                     WHERE id = $1 AND generation <= $5 AND (status = $7 \
+                        OR (status = $6 AND (lease_expires_at < now() OR claim_token = $3))) \
+                     RETURNING original_key, attempts, interruptions, timeouts, generation",
                 )
                 .bind(id)
                 .bind(worker)
                 .bind(token)
                 .bind(secs(lease))
+                .bind(generation)
                 .bind(Status::Processing)
                 .bind(Status::Pending)
-                .bind(Status::Failed)
-                .bind(FailureKind::GaveUp)
-                .bind(FailureKind::Stranded)
                 .bind(Phase::Downloading)
                 .fetch_optional(&self.pool),
             )
@@ -147,18 +166,19 @@ impl Db {
                 interruptions: row.try_get("interruptions")?,
                 timeouts: row.try_get("timeouts")?,
                 token,
+                generation: row.try_get("generation")?,
             }));
         }
-        self.why_not_claimed(id).await
+        self.why_not_claimed(id, generation).await
     }
 
     /// What stopped a claim: the row's state as it is now.
-    async fn why_not_claimed(&self, id: Uuid) -> Result<Claim, DbError> {
+    async fn why_not_claimed(&self, id: Uuid, generation: i32) -> Result<Claim, DbError> {
         let row = self
             .with_deadline(
                 "look at a video",
                 sqlx::query(
-                    "SELECT status, error, \
+                    "SELECT status, error, generation, \
                         GREATEST(EXTRACT(EPOCH FROM lease_expires_at - now()), 0)::float8 AS remaining \
                      FROM videos WHERE id = $1",
                 )
@@ -169,6 +189,9 @@ impl Db {
         let Some(row) = row else { return Ok(Claim::Unknown) };
         let status: Status = row.try_get("status")?;
         let remaining: Option<f64> = row.try_get("remaining")?;
+        if row.try_get::<i32, _>("generation")? > generation {
+            return Ok(Claim::Stale);
+        }
         Ok(match status {
             Status::Processed => Claim::AlreadyProcessed,
             Status::Failed => Claim::AlreadyFailed(row.try_get::<Option<String>, _>("error")?.unwrap_or_default()),
@@ -180,15 +203,34 @@ impl Db {
         })
     }
 
-    /// Extends our lease. `false` means the claim is no longer ours (it
-    /// expired and another worker took the video): stop working on it.
+    /// Whether the claim `token` settled the row as `status` (a write
+    /// retried after its reply was lost finds its own outcome).
+    async fn settled_by(&self, id: Uuid, token: Uuid, status: Status) -> Result<bool, DbError> {
+        let settled: Option<bool> = self
+            .with_deadline(
+                "look at a video",
+                sqlx::query_scalar(
+                    "SELECT settled_token IS NOT DISTINCT FROM $2 AND status = $3 FROM videos WHERE id = $1",
+                )
+                .bind(id)
+                .bind(token)
+                .bind(status)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(settled == Some(true))
+    }
+
+    /// Extends our lease, while it has not expired. `false` means the claim
+    /// is no longer ours, or may not be (it expired, and another worker or
+    /// the reconciler may take the video): stop working on it.
     pub async fn renew_lease(&self, id: Uuid, token: Uuid, lease: Duration) -> Result<bool, DbError> {
         let done = self
             .with_deadline(
                 "renew the lease",
                 sqlx::query(
                     "UPDATE videos SET lease_expires_at = now() + make_interval(secs => $3) \
-                     WHERE id = $1 AND claim_token = $2 AND status = $4",
+                     WHERE id = $1 AND claim_token = $2 AND status = $4 AND lease_expires_at > now()",
                 )
                 .bind(id)
                 .bind(token)
@@ -243,7 +285,9 @@ impl Db {
     }
 
     /// Records success, fenced on our claim: the rendition at
-    /// `processed_key` becomes the video's, in the same statement.
+    /// `processed_key` becomes the video's, in the same statement, with a
+    /// new completion event to publish (the outbox). A retry after a lost
+    /// reply finds the row settled by this claim and reports it recorded.
     pub async fn mark_processed(&self, id: Uuid, token: Uuid, o: &ProcessedRow) -> Result<Recorded, DbError> {
         let row = self
             .with_deadline(
@@ -253,6 +297,7 @@ impl Db {
                         WHERE id = $1 AND claim_token = $2 AND status = $12 FOR UPDATE) \
                      UPDATE videos v SET status = $13, processed_key = $3, processed_at = now(), \
                         poster_key = $11, phase = $14, progress_percent = 100, event_id = gen_random_uuid(), \
+                        event_published_at = NULL, settled_token = $2, \
                         updated_at = now(), error = NULL, failure_kind = NULL, last_error_kind = NULL, \
                         uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, \
                         source_duration_seconds = $4, source_width = $5, source_height = $6, original_bytes = $7, \
@@ -281,16 +326,18 @@ impl Db {
             Some(row) => Recorded::Now {
                 previous: row.try_get("previous")?,
             },
+            None if self.settled_by(id, token, Status::Processed).await? => Recorded::Now { previous: None },
             None => Recorded::ClaimLost,
         })
     }
 
-    /// Records a failure, fenced on our claim when `token` is given;
-    /// without one, whatever the state except processed.
+    /// Records a failure, fenced on our claim, with a new completion event
+    /// to publish (the outbox). A retry after a lost reply finds the row
+    /// settled by this claim and reports it recorded.
     pub async fn mark_failed(
         &self,
         id: Uuid,
-        token: Option<Uuid>,
+        token: Uuid,
         kind: FailureKind,
         error: &str,
         error_kind: &str,
@@ -300,10 +347,10 @@ impl Db {
                 "record the failure",
                 sqlx::query(
                     "UPDATE videos SET status = $6, failure_kind = $3, error = $4, last_error_kind = $5, \
-                        phase = $8, event_id = gen_random_uuid(), \
+                        phase = $8, event_id = gen_random_uuid(), event_published_at = NULL, settled_token = $2, \
                         updated_at = now(), uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, \
                         lease_expires_at = NULL \
-                     WHERE id = $1 AND status <> $7 AND ($2::uuid IS NULL OR claim_token = $2)",
+                     WHERE id = $1 AND status = $7 AND claim_token = $2",
                 )
                 .bind(id)
                 .bind(token)
@@ -311,16 +358,18 @@ impl Db {
                 .bind(truncate(error))
                 .bind(error_kind)
                 .bind(Status::Failed)
-                .bind(Status::Processed)
+                .bind(Status::Processing)
                 .bind(Phase::Failed)
                 .execute(&self.pool),
             )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected() == 1 || self.settled_by(id, token, Status::Failed).await?)
     }
 
     /// Gives a claimed video back: `pending` again, with the reason kept in
-    /// `error`; `attempt` says how the attempt counts toward giving up.
+    /// `error`; `attempt` says how the attempt counts toward giving up. A
+    /// retry after a lost reply finds the row settled by this claim and
+    /// reports it done.
     pub async fn release(&self, id: Uuid, token: Uuid, why: HandBack<'_>, attempt: Attempt) -> Result<bool, DbError> {
         let (uncounted, timed_out) = match attempt {
             Attempt::Counted => (false, false),
@@ -335,7 +384,7 @@ impl Db {
                         progress_percent = 0, \
                         last_error_kind = COALESCE($4, last_error_kind), \
                         interruptions = interruptions + CASE WHEN $5 THEN 1 ELSE 0 END, \
-                        timeouts = timeouts + CASE WHEN $6 THEN 1 ELSE 0 END, \
+                        timeouts = timeouts + CASE WHEN $6 THEN 1 ELSE 0 END, settled_token = $2, \
                         updated_at = now(), uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, \
                         lease_expires_at = NULL \
                      WHERE id = $1 AND claim_token = $2 AND status = $8",
@@ -349,6 +398,25 @@ impl Db {
                 .bind(Status::Pending)
                 .bind(Status::Processing)
                 .bind(Phase::Queued)
+                .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1 || self.settled_by(id, token, Status::Pending).await?)
+    }
+
+    /// Marks the completion event `event_id` of the video's recorded
+    /// outcome published (the outbox's last step). `false` if the row now
+    /// records another outcome.
+    pub async fn record_published(&self, id: Uuid, event_id: Uuid) -> Result<bool, DbError> {
+        let done = self
+            .with_deadline(
+                "mark the event published",
+                sqlx::query(
+                    "UPDATE videos SET event_published_at = now() \
+                     WHERE id = $1 AND event_id = $2 AND event_published_at IS NULL",
+                )
+                .bind(id)
+                .bind(event_id)
                 .execute(&self.pool),
             )
             .await?;

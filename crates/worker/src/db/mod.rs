@@ -31,12 +31,17 @@ mod row;
 
 pub use self::admin::Requeue;
 pub use self::claim::{Attempt, Claim, Claimed, HandBack, ProcessedRow, Recorded};
-pub use self::repair::{Abandoned, Stranded};
+pub use self::repair::{Abandoned, Stranded, StrandedFacts};
 pub use self::row::{Phase, Status, VideoRow};
 use crate::failure::FailureClass;
 pub use crate::failure::FailureKind;
 
-/// The longest any one database call may take, connecting included.
+/// The longest any one database call may take, connecting included, by
+/// default (`DATABASE_CALL_TIMEOUT`). Above the server's
+/// `statement_timeout` (20 s), so a statement the server runs to its end
+/// is normally answered in time; a reply can still be lost after the commit
+/// (a failover, a reset connection), which every write survives (see
+/// [`claim`]).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The migrations in `migrations/`, embedded in the binary.
@@ -122,6 +127,8 @@ pub struct Db {
     options: PgConnectOptions,
     /// The URL without its password, for messages.
     label: String,
+    /// The client-side deadline of one call.
+    call_timeout: Duration,
 }
 
 /// Written by hand: the connect options hold the password.
@@ -158,7 +165,14 @@ impl Db {
             pool,
             options,
             label: redact(url),
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// The same handle with another client-side deadline per call.
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// The URL without its password.
@@ -166,16 +180,16 @@ impl Db {
         &self.label
     }
 
-    /// Runs a call with the client-side deadline ([`CALL_TIMEOUT`]).
+    /// Runs a call with the client-side deadline.
     async fn with_deadline<T, F>(&self, what: &'static str, call: F) -> Result<T, DbError>
     where
         F: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        match tokio::time::timeout(self.call_timeout, call).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(DbError::Timeout {
                 what,
-                after: CALL_TIMEOUT,
+                after: self.call_timeout,
             }),
         }
     }
@@ -184,6 +198,13 @@ impl Db {
     /// shows (not a pool timeout), that the server answers and the `videos`
     /// table exists. The message names the database.
     pub async fn check(&self) -> Result<(), DbError> {
+        self.check_within(Duration::from_secs(10)).await
+    }
+
+    /// [`Db::check`] with its own deadline for each step: for readiness
+    /// probes, which must answer in about a second whatever the pool is
+    /// doing (its connections may all be stuck in a blackholed network).
+    pub async fn check_within(&self, after: Duration) -> Result<(), DbError> {
         use sqlx::Connection;
         let fail = |e: sqlx::Error| {
             let hint = match &e {
@@ -198,7 +219,6 @@ impl Db {
                 hint,
             }
         };
-        let after = Duration::from_secs(10);
         let no_answer = || DbError::NoAnswer {
             database: self.label.clone(),
             after,
@@ -211,7 +231,7 @@ impl Db {
             .await
             .map_err(|_| no_answer())?
             .map_err(fail)?;
-        let _ = conn.close().await;
+        let _ = tokio::time::timeout(after, conn.close()).await;
         Ok(())
     }
 
@@ -240,6 +260,52 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), DbError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// How a database URL protects its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// `sslmode=verify-full`: encrypted, and the server's certificate and
+    /// name are checked.
+    Verified,
+    /// A server on this machine (loopback or a Unix socket): nothing
+    /// crosses a network.
+    Local,
+    /// Across a network without checking who answers (`sslmode` below
+    /// `verify-full`, `prefer` when it says nothing): anyone on the path can
+    /// read or pose as the database.
+    Unverified {
+        /// The `sslmode` in force.
+        sslmode: String,
+    },
+}
+
+/// What `url` does about TLS.
+pub fn tls_of(url: &str) -> Tls {
+    let Ok(u) = url::Url::parse(url) else {
+        return Tls::Unverified {
+            sslmode: "unknown".into(),
+        };
+    };
+    let param = |name: &str| {
+        u.query_pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.into_owned())
+    };
+    let host = param("host").unwrap_or_else(|| u.host_str().unwrap_or_default().to_owned());
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let sslmode = param("sslmode").unwrap_or_else(|| "prefer".into());
+    if sslmode == "verify-full" {
+        Tls::Verified
+    } else if local {
+        Tls::Local
+    } else {
+        Tls::Unverified { sslmode }
     }
 }
 
@@ -285,6 +351,37 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_verify_full_or_a_local_server_counts_as_safe() {
+        assert_eq!(
+            tls_of("postgres://a:b@db.internal/v?sslmode=verify-full"),
+            Tls::Verified
+        );
+        assert_eq!(tls_of("postgres://a@127.0.0.1:5432/v"), Tls::Local);
+        assert_eq!(tls_of("postgres://a@localhost/v?sslmode=disable"), Tls::Local);
+        assert_eq!(tls_of("postgres://a@[::1]/v"), Tls::Local);
+        assert_eq!(tls_of("postgres:///v?host=/var/run/postgresql"), Tls::Local);
+        assert_eq!(
+            tls_of("postgres://a@db.internal/v?sslmode=require"),
+            Tls::Unverified {
+                sslmode: "require".into()
+            }
+        );
+        assert_eq!(
+            tls_of("postgres://a@db.internal/v"),
+            Tls::Unverified {
+                sslmode: "prefer".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn the_handles_debug_form_shows_no_password() {
+        let db = Db::connect_lazy("postgres://app:s3cret@db.internal/videos?sslmode=verify-full", 1).expect("lazy");
+        let shown = format!("{db:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("***"), "{shown}");
+    }
 
     #[test]
     fn passwords_are_redacted_wherever_they_are() {

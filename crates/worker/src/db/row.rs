@@ -103,7 +103,7 @@ macro_rules! select_row {
          processing_started_at, processed_at, claimed_by, lease_expires_at, source_duration_seconds, source_width, \
          source_height, original_bytes, processed_bytes, processed_duration_seconds, interruptions, failure_kind, \
          last_error_kind, uploaded_key, resends, resent_at, resend_reason, poster_key, phase, progress_percent, \
-         event_id FROM videos"
+         event_id, event_published_at, generation, claim_token FROM videos"
     };
 }
 pub(super) use select_row;
@@ -169,6 +169,12 @@ pub struct VideoRow {
     pub progress_percent: i16,
     /// The id of the recorded outcome's completion event.
     pub event_id: Option<Uuid>,
+    /// When that event was published (the outbox), if it was.
+    pub event_published_at: Option<DateTime<Utc>>,
+    /// Bumped by each operator's requeue; carried by its messages.
+    pub generation: i32,
+    /// The current claim's fencing token, while processing.
+    pub claim_token: Option<Uuid>,
 }
 
 #[cfg(test)]

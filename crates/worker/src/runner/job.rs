@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -18,9 +18,13 @@ use super::settle::{self, ClaimFacts, Facts, Outcome, Settle};
 use super::stop::JobStop;
 use super::work::{Produced, Work};
 use crate::db::{Claim, Claimed};
-use crate::message;
+use crate::message::{self, JobMessage};
 use crate::queue::Received;
 use crate::telemetry::Event;
+
+/// Longest wait between two looks at a video that has no row yet, or that
+/// another worker holds.
+const MAX_LOOK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// One job in flight.
 struct Job {
@@ -76,10 +80,11 @@ impl Runner {
 impl Job {
     /// Everything up to the outcome.
     async fn run(&mut self, jobs_dir: Option<&Path>) -> Outcome {
-        let video_id = match message::parse(&self.msg.body) {
-            Ok(id) => id,
+        let job = match message::parse(&self.msg.body) {
+            Ok(job) => job,
             Err(why) => return Outcome::Malformed(why),
         };
+        let video_id = job.video_id;
         self.video_id = Some(video_id);
         tracing::Span::current().record("video_id", tracing::field::display(video_id));
         // From here on the message is kept hidden, even while an outage
@@ -91,11 +96,13 @@ impl Job {
             &self.stop,
             &self.progress,
         ));
-        let claimed = match self.claim(video_id).await {
+        let claimed = match self.claim(job).await {
             Ok(Claim::Claimed(c)) => c,
             Ok(Claim::AlreadyProcessed) => return Outcome::Duplicate,
             Ok(Claim::AlreadyFailed(_)) => return Outcome::AlreadyFailed,
-            Ok(Claim::Busy(remaining)) => return Outcome::Busy(remaining),
+            Ok(Claim::Stale) => return Outcome::Stale,
+            // The claim only gives up on a busy video when stopped.
+            Ok(Claim::Busy(_)) => return Outcome::ClaimFailed(super::JobError::Shutdown),
             Ok(Claim::Unknown) => return Outcome::Unknown,
             Err(e) => return Outcome::ClaimFailed(e),
         };
@@ -132,15 +139,70 @@ impl Job {
         }
     }
 
-    /// Claims the video, riding out a database outage.
-    async fn claim(&self, video_id: Uuid) -> Result<Claim, super::JobError> {
+    /// Claims the video, riding out a database outage. The claim's token is
+    /// chosen once, so a claim retried after a lost reply is the same claim.
+    ///
+    /// While the video has no row yet (the platform's insert is not visible
+    /// yet), or another worker holds it, the job waits and looks again,
+    /// with the message kept hidden by the heartbeat, instead of bouncing
+    /// the message: every receive counts toward the queue's redrive limit,
+    /// and bounced messages were dead-lettered while their video was fine.
+    /// It waits for a missing row up to `UNKNOWN_VIDEO_PATIENCE` (from the
+    /// message's sending), and for a busy video as long as the other
+    /// worker's lease lives (it ends when that worker finishes or dies).
+    async fn claim(&self, job: JobMessage) -> Result<Claim, super::JobError> {
         let runner = &self.runner;
-        runner
-            .patiently("claim the video", &self.stop, || async {
-                let lease = lease_for(runner.settings.visibility_timeout);
-                Ok(runner.db.claim(video_id, &runner.settings.worker_id, lease).await?)
-            })
-            .await
+        let token = Uuid::new_v4();
+        let mut delay = Duration::from_secs(1);
+        let mut told_busy = false;
+        loop {
+            let claim = runner
+                .patiently("claim the video", &self.stop, || async {
+                    let lease = lease_for(runner.settings.visibility_timeout);
+                    let worker = &runner.settings.worker_id;
+                    Ok(runner
+                        .db
+                        .claim(job.video_id, worker, token, job.generation, lease)
+                        .await?)
+                })
+                .await?;
+            let look_again = match claim {
+                Claim::Unknown => self.message_age() + delay < runner.settings.unknown_video_patience,
+                Claim::Busy(_) => true,
+                Claim::Claimed(_) | Claim::AlreadyProcessed | Claim::AlreadyFailed(_) | Claim::Stale => false,
+            };
+            if !look_again {
+                return Ok(claim);
+            }
+            if let (Claim::Busy(remaining), false) = (&claim, told_busy) {
+                Event::Busy {
+                    video_id: job.video_id,
+                    delay: *remaining,
+                }
+                .emit(&runner.stats);
+                told_busy = true;
+            }
+            tracing::debug!(
+                ?claim,
+                retry_in_s = delay.as_secs(),
+                "waiting for the video inside this receive"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.intake.cancelled() => return Err(super::JobError::Shutdown),
+                () = self.stop.token.cancelled() => return Err(self.stop.cut_short()),
+            }
+            delay = (delay * 2).min(MAX_LOOK_INTERVAL);
+        }
+    }
+
+    /// How long ago the message was first sent (or received, if SQS did
+    /// not say).
+    fn message_age(&self) -> Duration {
+        self.msg
+            .sent_at
+            .and_then(|sent| SystemTime::now().duration_since(sent).ok())
+            .unwrap_or_else(|| self.msg.received_at.elapsed())
     }
 
     /// Decides what follows from the outcome and carries it out.
@@ -164,11 +226,7 @@ impl Job {
     /// What the row and the message say, for the decision.
     fn facts(&self) -> Facts {
         let s = &self.runner.settings;
-        let message_age = self
-            .msg
-            .sent_at
-            .and_then(|sent| SystemTime::now().duration_since(sent).ok())
-            .unwrap_or_else(|| self.msg.received_at.elapsed());
+        let message_age = self.message_age();
         Facts {
             max_attempts: s.max_attempts,
             claim: self.claim.as_ref().map(|c| ClaimFacts {

@@ -45,9 +45,16 @@ use crate::telemetry::{self, Event, HealthLimits, Stats};
 /// Longest wait between two receives while SQS is unreachable.
 const MAX_RECEIVE_BACKOFF: Duration = Duration::from_secs(30);
 /// How long, after the grace period, cancelled jobs get to hand their
-/// videos back before the worker stops anyway (their messages then come
-/// back after the visibility timeout, their leases expire).
-const HANDBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// videos back before the worker stops anyway: each hands its message back
+/// first and then writes its row with a shorter deadline of its own, so
+/// this is rarely waited out; what a hung service leaves, the messages'
+/// visibility timeout and the reconciler repair. `deploy/check.py` checks
+/// that the unit's stop timeout covers the grace period plus this.
+pub const HANDBACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Receives a video may spend without a counted attempt: hand-backs at
+/// shutdown and after configuration errors. The queue's maxReceiveCount
+/// should leave room for them above MAX_ATTEMPTS.
+const HANDBACK_RECEIVES: u32 = 2;
 
 /// Why a worker could not start; the message names the service.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,25 @@ pub enum StartError {
         addr: SocketAddr,
         /// The error.
         source: std::io::Error,
+    },
+    /// A setting, or an asset of the rendition, cannot be used.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The job queue's redrive policy would dead-letter videos that still
+    /// have attempts left.
+    #[error(
+        "queue {queue}: its redrive policy's maxReceiveCount {max_receive_count} is below MAX_ATTEMPTS \
+         {max_attempts}: SQS would dead-letter videos that still have attempts left (raise maxReceiveCount to \
+         at least {}, or lower MAX_ATTEMPTS)",
+        max_attempts + HANDBACK_RECEIVES
+    )]
+    RedrivePolicy {
+        /// The queue's URL.
+        queue: String,
+        /// Its `maxReceiveCount`.
+        max_receive_count: u32,
+        /// The worker's `MAX_ATTEMPTS`.
+        max_attempts: u32,
     },
     /// The database has no videos while the queue has messages: most
     /// likely the wrong database, whose every message would be refused.
@@ -170,6 +196,7 @@ impl Runner {
                 .map_err(|source| StartError::Listen { addr, source })?;
             self.listener = Some(listener);
         }
+        processor::check_spec(&self.settings.spec).map_err(crate::config::ConfigError::from)?;
         self.db.check().await?;
         let info = self.queue.inspect().await?;
         self.storage.check().await?;
@@ -182,16 +209,7 @@ impl Runner {
                 });
             }
         }
-        match info.max_receive_count {
-            Some(n) if n <= self.settings.max_attempts => tracing::warn!(
-                queue_max_receive_count = n,
-                max_attempts = self.settings.max_attempts,
-                "the queue's maxReceiveCount should be well above MAX_ATTEMPTS, so the dead-letter queue only \
-                 catches what the worker cannot handle"
-            ),
-            None => tracing::warn!(queue = self.queue.url(), "the queue has no dead-letter queue"),
-            _ => {}
-        }
+        self.check_redrive_policy(info.max_receive_count)?;
         tracing::info!(
             worker = %self.settings.worker_id,
             concurrency = self.settings.concurrency,
@@ -207,6 +225,32 @@ impl Runner {
             "worker ready"
         );
         Ok(self)
+    }
+
+    /// Refuses a redrive policy that would dead-letter videos with attempts
+    /// left: each attempt spends one receive, and SQS moves a message on
+    /// its `maxReceiveCount`-th. Warns when it leaves no room for the
+    /// receives hand-backs spend.
+    fn check_redrive_policy(&self, max_receive_count: Option<u32>) -> Result<(), StartError> {
+        let max_attempts = self.settings.max_attempts;
+        match max_receive_count {
+            Some(n) if n < max_attempts => {
+                return Err(StartError::RedrivePolicy {
+                    queue: self.queue.url().to_owned(),
+                    max_receive_count: n,
+                    max_attempts,
+                });
+            }
+            Some(n) if n < max_attempts + HANDBACK_RECEIVES => tracing::warn!(
+                queue_max_receive_count = n,
+                max_attempts,
+                "the queue's maxReceiveCount leaves no room above MAX_ATTEMPTS for hand-backs (shutdown, \
+                 configuration errors): a video handed back often may be dead-lettered with attempts left"
+            ),
+            Some(_) => {}
+            None => tracing::warn!(queue = self.queue.url(), "the queue has no dead-letter queue"),
+        }
+        Ok(())
     }
 
     /// Runs until `shutdown` stops intake, then lets running jobs finish
@@ -295,18 +339,25 @@ impl Runner {
                     Err(_) => break,
                 }
             }
-            // A receive in flight is allowed to complete (at most the long
-            // poll): what it brings after a shutdown signal is handed back
-            // at once rather than left hidden for a whole timeout.
+            // The receive in flight is cancelled when intake stops, so a
+            // shutdown never waits out a long poll (up to 20 s of the stop
+            // budget). SQS may have handed over a message in the instant
+            // the call was dropped: it comes back after its visibility
+            // timeout, like a message of a worker that died.
             self.stats.health.receiving();
-            let received = self
-                .queue
-                .receive(
-                    permits.len(),
-                    self.settings.receive_wait,
-                    self.settings.visibility_timeout,
-                )
-                .await;
+            let receive = self.queue.receive(
+                permits.len(),
+                self.settings.receive_wait,
+                self.settings.visibility_timeout,
+            );
+            let received = tokio::select! {
+                biased;
+                () = shutdown.intake().cancelled() => {
+                    self.stats.health.received();
+                    return;
+                }
+                r = receive => r,
+            };
             self.stats.health.received();
             let messages = match received {
                 Ok(m) => {

@@ -2,11 +2,20 @@
 //! of the grace period stops it) plus the first reason its own loops gave
 //! (the claim was taken over, SQS's visibility limit is near).
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
+use crate::db::DbError;
+
+/// How long a row write may still take once its job is stopped: the
+/// message is handed back (or about to be), and the reconciler or the
+/// lease's expiry covers a row that cannot be written now. Within the
+/// runner's hand-back budget (`HANDBACK_TIMEOUT`).
+const STOPPED_WRITE: Duration = Duration::from_secs(2);
 
 /// Why a running job was told to stop by its own heartbeat.
 #[derive(Clone, Copy, Debug)]
@@ -53,5 +62,31 @@ impl JobStop {
     /// shutdown's.
     pub(super) fn cut_short(&self) -> JobError {
         self.error().unwrap_or(JobError::Shutdown)
+    }
+
+    /// Runs the database write `what` to its end unless the job is
+    /// stopped: from then on (or from the start, if it already is) it has
+    /// `STOPPED_WRITE` left. A write that takes milliseconds still lands
+    /// when the grace period ends, one stuck on a dead database does not
+    /// hold up the hand-back.
+    pub(super) async fn bound<T>(
+        &self,
+        what: &'static str,
+        write: impl Future<Output = Result<T, JobError>>,
+    ) -> Result<T, JobError> {
+        let timed_out = || {
+            Err(JobError::Db(DbError::Timeout {
+                what,
+                after: STOPPED_WRITE,
+            }))
+        };
+        tokio::pin!(write);
+        tokio::select! {
+            biased;
+            r = &mut write => r,
+            () = self.token.cancelled() => tokio::time::timeout(STOPPED_WRITE, write)
+                .await
+                .unwrap_or_else(|_| timed_out()),
+        }
     }
 }

@@ -129,22 +129,26 @@ impl Work<'_> {
         stats.observe_stage(Stage::Upload, uploads).await?;
         stats.uploaded(report.bytes);
         self.progress.set(Phase::Uploading, 97);
-        // From here a stop request no longer matters: recording the outcome
-        // takes milliseconds, while handing it back would redo the job.
-        let recorded = runner
-            .patiently("record the upload", self.stop, || async {
-                Ok(runner.db.record_upload(video_id, token, &key).await?)
-            })
-            .await;
-        if !matches!(recorded, Ok(true)) {
-            delete_unrecorded(runner, &key).await;
-            if let Some(poster_key) = &poster_key {
-                delete_unrecorded(runner, poster_key).await;
+        // A stop request now (the end of the grace period) still lets the
+        // record land if PostgreSQL answers at once: it takes milliseconds,
+        // while handing the job back would redo it.
+        let record = runner.patiently("record the upload", self.stop, || async {
+            Ok(runner.db.record_upload(video_id, token, &key).await?)
+        });
+        let recorded = self.stop.bound("record the upload", record).await;
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                // The claim is lost: no row records keys under its token.
+                delete_unrecorded(runner, &key).await;
+                if let Some(poster_key) = &poster_key {
+                    delete_unrecorded(runner, poster_key).await;
+                }
+                return Err(JobError::ClaimLost);
             }
-            return Err(match recorded {
-                Ok(_) => JobError::ClaimLost,
-                Err(e) => e,
-            });
+            // The write may have landed unseen, so the objects stay; the
+            // video's next recording clears what its row does not keep.
+            Err(e) => return Err(e),
         }
         Ok((key, poster_key))
     }

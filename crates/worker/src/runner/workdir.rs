@@ -35,12 +35,18 @@ impl WorkRoot {
         remove_dead(temp);
         let id = Uuid::new_v4().simple();
         let lock_path = temp.join(format!("{PREFIX}{id}{LOCK_SUFFIX}"));
+        // Made and locked under a name no worker's clean-up looks at, then
+        // renamed into place (the lock holds across the rename): another
+        // worker starting at the same moment never sees the lock file
+        // unlocked, which would make this worker's directory look dead.
+        let unlocked = temp.join(format!("{PREFIX}{id}{LOCK_SUFFIX}.new"));
         let lock = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&lock_path)?;
+            .open(&unlocked)?;
         lock.try_lock().map_err(io::Error::from)?;
+        fs::rename(&unlocked, &lock_path)?;
         let path = temp.join(format!("{PREFIX}{id}"));
         DirBuilder::new().mode(0o700).create(&path)?;
         Ok(WorkRoot {
@@ -76,6 +82,11 @@ fn remove_dead(temp: &Path) {
         if let Some(stem) = name.strip_suffix(LOCK_SUFFIX) {
             if owner_is_gone(&entry.path()) {
                 remove(&temp.join(stem));
+                let _ = fs::remove_file(entry.path());
+            }
+        } else if name.ends_with(".lock.new") {
+            // A worker that died between making its lock and naming it.
+            if owner_is_gone(&entry.path()) {
                 let _ = fs::remove_file(entry.path());
             }
         } else if entry.path().is_dir() && !temp.join(format!("{name}{LOCK_SUFFIX}")).exists() {

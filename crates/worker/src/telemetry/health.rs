@@ -15,6 +15,8 @@ pub struct Health {
     /// Each running job's last heartbeat (or its start).
     beats: Mutex<HashMap<u64, Instant>>,
     next_job: AtomicU64,
+    /// The last configuration error since the last processed job.
+    misconfigured: Mutex<Option<String>>,
 }
 
 /// How long each loop may go without a sign of life.
@@ -62,6 +64,26 @@ impl Health {
         if let Ok(mut b) = self.beats.lock() {
             b.remove(&job);
         }
+    }
+
+    /// A job met a configuration error: the worker is not ready until a
+    /// job succeeds.
+    pub(crate) fn misconfigured(&self, reason: &str) {
+        if let Ok(mut m) = self.misconfigured.lock() {
+            *m = Some(reason.to_owned());
+        }
+    }
+
+    /// A job succeeded: whatever was misconfigured works now.
+    pub(crate) fn configured(&self) {
+        if let Ok(mut m) = self.misconfigured.lock() {
+            *m = None;
+        }
+    }
+
+    /// The configuration error that makes the worker unready, if any.
+    pub fn configuration_error(&self) -> Option<String> {
+        self.misconfigured.lock().ok().and_then(|m| m.clone())
     }
 
     /// `Err` with what is wedged, if anything is.

@@ -45,6 +45,11 @@ pub(crate) struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClassLabels {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     commit: String,
@@ -88,6 +93,7 @@ pub(crate) struct Metrics {
     pub outage_waits: Family<ServiceLabels, Counter>,
     pub configuration_errors: Counter,
     pub reconciled: Family<ActionLabels, Counter>,
+    pub publish_failures: Family<ClassLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +110,7 @@ impl Default for Metrics {
             outage_waits: Family::default(),
             configuration_errors: Counter::default(),
             reconciled: Family::default(),
+            publish_failures: Family::default(),
         }
     }
 }
@@ -167,6 +174,12 @@ impl Metrics {
             self.reconciled.clone(),
         );
         r.register(
+            "event_publish_failures",
+            "Completion events that could not be published when their outcome was recorded (left in the outbox \
+             for the reconciler), by failure class (outage, configuration)",
+            self.publish_failures.clone(),
+        );
+        r.register(
             "build",
             "The running build",
             Info::new(BuildLabels {
@@ -214,6 +227,14 @@ impl Metrics {
         self.outage_waits
             .get_or_create(&ServiceLabels {
                 service: service.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn publish_failed(&self, class: &str) {
+        self.publish_failures
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
             })
             .inc();
     }

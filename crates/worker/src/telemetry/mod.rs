@@ -88,9 +88,19 @@ impl Stats {
         self.metrics.outage_wait(service);
     }
 
-    /// A job met a configuration error.
-    pub fn configuration_error(&self) {
+    /// A job met a configuration error: counted, and the worker is not
+    /// ready (`/readyz`) until a job succeeds again.
+    pub fn configuration_error(&self, reason: &str) {
         self.metrics.configuration_errors.inc();
+        self.health.misconfigured(reason);
+    }
+
+    /// A completion event could not be published (it stays in the outbox).
+    pub fn publish_failed(&self, class: crate::failure::FailureClass) {
+        self.metrics.publish_failed(class.as_str());
+        if class == crate::failure::FailureClass::Configuration {
+            self.metrics.configuration_errors.inc();
+        }
     }
 
     /// Jobs running now, out of `slots`.
@@ -185,16 +195,22 @@ pub enum Event<'a> {
         /// The video.
         video_id: Uuid,
     },
+    /// A stray copy of a message an operator's requeue superseded.
+    Stale {
+        /// The video.
+        video_id: Uuid,
+    },
     /// A message for a video the database does not know.
     UnknownVideo {
         /// The video.
         video_id: Uuid,
     },
-    /// Another worker holds the video; look again later.
+    /// Another worker holds the video: the job waits for it, the message
+    /// kept hidden.
     Busy {
         /// The video.
         video_id: Uuid,
-        /// When the message comes back.
+        /// What is left of the other worker's lease.
         delay: Duration,
     },
     /// A message went to the dead-letter queue.
@@ -250,6 +266,7 @@ impl Event<'_> {
             Event::Claimed { .. } => (None, None, "none"),
             Event::Processed { report, .. } => {
                 m.speed.observe(report.speed);
+                stats.health.configured();
                 (Some(&stats.processed), Some("processed"), "none")
             }
             Event::Failed { kind, .. } => (Some(&stats.failed), Some("failed"), kind),
@@ -257,6 +274,7 @@ impl Event<'_> {
             Event::Released { .. } => (Some(&stats.released), Some("released"), "shutdown"),
             Event::Duplicate { .. } => (Some(&stats.duplicates), Some("duplicate"), "none"),
             Event::AlreadyFailed { .. } => (None, Some("already_failed"), "none"),
+            Event::Stale { .. } => (None, Some("stale"), "none"),
             Event::UnknownVideo { .. } => (Some(&stats.failed), Some("unknown_video"), "none"),
             Event::Busy { .. } => (Some(&stats.busy), Some("busy"), "none"),
             Event::DeadLettered { .. } => (Some(&stats.dead_lettered), Some("dead_lettered"), "none"),
@@ -333,12 +351,27 @@ impl Event<'_> {
             Event::AlreadyFailed { video_id } => {
                 tracing::info!(event = "already_failed", %video_id, "the video failed earlier; message deleted")
             }
+            Event::Stale { video_id } => {
+                tracing::info!(event = "stale", %video_id, "a stray copy of a superseded message; deleted")
+            }
             Event::UnknownVideo { video_id } => {
                 tracing::warn!(event = "unknown_video", %video_id, "no such video (yet)")
             }
             Event::Busy { video_id, delay } => {
-                tracing::info!(event = "busy", %video_id, retry_in_s = delay.as_secs(), "another worker holds this video")
+                tracing::info!(event = "busy", %video_id, lease_left_s = delay.as_secs(), "another worker holds this video; waiting for it")
             }
+            Event::DeadLettered { .. }
+            | Event::ReceiveFailed { .. }
+            | Event::Resent { .. }
+            | Event::Returned { .. }
+            | Event::GaveUp { .. } => self.log_fleet(),
+        }
+    }
+
+    /// The log line of an event about the queue or the fleet rather than
+    /// one job.
+    fn log_fleet(&self) {
+        match *self {
             Event::DeadLettered { message_id, reason } => {
                 tracing::error!(
                     event = "dead_lettered",
@@ -364,6 +397,8 @@ impl Event<'_> {
             Event::GaveUp { video_id, kind, reason } => {
                 tracing::error!(event = kind, %video_id, reason, "the reconciler failed a video")
             }
+            // Job events: [`Event::log`], whose match is exhaustive, logs them.
+            _ => {}
         }
     }
 }

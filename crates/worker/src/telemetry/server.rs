@@ -3,12 +3,21 @@
 //! - `GET /healthz`: 200 while the process and its loops are alive, 503
 //!   when the receive loop or a job's heartbeat is wedged (for a container
 //!   or instance health check: restart it);
-//! - `GET /readyz`: 200 when PostgreSQL, the queue and the bucket answer and
-//!   the worker is not draining, 503 otherwise (for a load balancer or an
-//!   orchestrator: send it no work).
+//! - `GET /readyz`: 200 when PostgreSQL, the queue and the bucket answer, the
+//!   worker is not draining and its last job met no configuration error,
+//!   503 otherwise (for a load balancer or an orchestrator: send it no
+//!   work). It answers within about 1.5 s whatever the services do: one
+//!   check runs at a time, on a database connection of its own (the pool's
+//!   may all be stuck), each service with a short deadline, and its answer
+//!   is reused for a few seconds.
+//!
+//! Probes and scrapers are trusted but bounded: at most
+//! [`MAX_CONNECTIONS`] connections at once (more are closed on accept), a
+//! request's head must arrive within [`HEADER_TIMEOUT`], and connections
+//! are not kept alive.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,9 +26,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::Stats;
@@ -31,8 +41,12 @@ use crate::storage::Storage;
 /// How long a readiness answer is reused: probes come every few seconds
 /// from several places, the services need not be asked each time.
 const READY_CACHE: Duration = Duration::from_secs(5);
-/// How long each readiness check may take.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long each readiness check may take: probes time out at 1 to 5 s.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client may take to send a request's head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the endpoints look at.
 pub(crate) struct Endpoints {
@@ -44,6 +58,8 @@ pub(crate) struct Endpoints {
     pub storage: Storage,
     /// Cancelled once the worker stops taking jobs.
     pub draining: CancellationToken,
+    /// The last answer; its lock is held while a check runs, so checks
+    /// never pile up.
     cached: Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
@@ -68,28 +84,34 @@ impl Endpoints {
         }
     }
 
-    /// Whether the services answer, asked at most every few seconds.
+    /// Whether the worker should get work: not draining, configured, and
+    /// its services answer (asked at most every few seconds, one check at
+    /// a time).
     async fn ready(&self) -> Result<(), String> {
         if self.draining.is_cancelled() {
             return Err("draining: the worker takes no new jobs".into());
         }
-        if let Ok(c) = self.cached.lock()
-            && let Some((at, result)) = c.as_ref()
+        if let Some(reason) = self.stats.health.configuration_error() {
+            return Err(format!("configuration error: {reason}"));
+        }
+        let wait = CHECK_TIMEOUT + Duration::from_millis(200);
+        let Ok(mut cached) = tokio::time::timeout(wait, self.cached.lock()).await else {
+            return Err("the services did not answer the readiness check in time".into());
+        };
+        if let Some((at, result)) = cached.as_ref()
             && at.elapsed() < READY_CACHE
         {
             return result.clone();
         }
         let result = self.check_services().await;
-        if let Ok(mut c) = self.cached.lock() {
-            *c = Some((Instant::now(), result.clone()));
-        }
+        *cached = Some((Instant::now(), result.clone()));
         result
     }
 
     async fn check_services(&self) -> Result<(), String> {
-        let timed = |what: &'static str| move |_| format!("{what}: no answer within {} s", CHECK_TIMEOUT.as_secs());
+        let timed = |what: &'static str| move |_| format!("{what}: no answer within {:?}", CHECK_TIMEOUT);
         let (db, queue, bucket) = tokio::join!(
-            tokio::time::timeout(CHECK_TIMEOUT, self.db.ping()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.db.check_within(CHECK_TIMEOUT)),
             tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth()),
             tokio::time::timeout(CHECK_TIMEOUT, self.storage.check()),
         );
@@ -149,6 +171,7 @@ pub(crate) fn spawn(
     endpoints: Arc<Endpoints>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -162,18 +185,26 @@ pub(crate) fn spawn(
                 },
                 () = stop.cancelled() => return,
             };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::debug!("too many connections on the metrics port; closing one");
+                continue;
+            };
             let endpoints = Arc::clone(&endpoints);
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let endpoints = Arc::clone(&endpoints);
                     async move { Ok::<_, std::convert::Infallible>(endpoints.respond(&req).await) }
                 });
-                if let Err(e) = http1::Builder::new()
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                    .await;
+                if let Err(e) = served {
                     tracing::debug!(error = %e, "metrics connection ended");
                 }
+                drop(permit);
             });
         }
     })

@@ -14,4 +14,5 @@ mod faults;
 mod platform;
 mod reliability;
 mod schema;
+mod settlement;
 mod worker;

@@ -1,8 +1,13 @@
-//! Carrying out a [`Settlement`], always in the same order: the row first
-//! (the heartbeat still keeps the message hidden), then the completion
-//! event, then the heartbeat stops, then the message. Nothing here decides:
-//! every alternative (the row could not be written, the event could not be
-//! published) was decided with the settlement.
+//! Carrying out a [`Settlement`]: the row first (the heartbeat still keeps
+//! the message hidden), then the completion event, then the heartbeat
+//! stops, then the message; or, for a job handed back at the end of the
+//! grace period, the heartbeat and the message first and the row after
+//! them. Nothing here decides: every alternative (the row could not be
+//! written) was decided with the settlement. An event that cannot be
+//! published stays in the row's outbox for the reconciler.
+//!
+//! Nothing the row records is ever deleted: before removing an object,
+//! the row is read again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +15,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::decide::{MessageAction, RowAction, Settlement, Told, Written};
-use crate::db::{Claimed, DbError, HandBack, Phase, ProcessedRow, Recorded};
+use crate::db::{Claimed, HandBack, Phase, ProcessedRow, Recorded};
 use crate::queue::Received;
 use crate::runner::heartbeat::Heartbeat;
 use crate::runner::progress::RowProgress;
@@ -18,10 +23,6 @@ use crate::runner::stop::JobStop;
 use crate::runner::work::{Produced, delete_unrecorded};
 use crate::runner::{JobError, Runner};
 use crate::telemetry::{Event, Stage};
-
-/// How long the last writes of a job that is being handed back at shutdown
-/// may take: the grace period is over.
-const HANDBACK_WRITE: Duration = Duration::from_secs(5);
 
 /// What carrying out a settlement needs from the job.
 pub(crate) struct Settle<'a> {
@@ -38,27 +39,31 @@ pub(crate) struct Settle<'a> {
 impl Settle<'_> {
     /// Carries out `s`; `heartbeat` is stopped once the row and the event
     /// are done, before the message changes.
-    pub(crate) async fn apply(&self, s: &Settlement, heartbeat: Option<Heartbeat>) {
+    pub(crate) async fn apply(&self, s: &Settlement, mut heartbeat: Option<Heartbeat>) {
+        if s.message_first {
+            if let Some(heartbeat) = heartbeat.as_mut() {
+                heartbeat.stop().await;
+            }
+            self.act_on_message(s.message.clone()).await;
+            if self.write_row(s).await == Written::Yes {
+                self.tell(&s.told);
+            }
+            return;
+        }
         if matches!(s.row, RowAction::Record | RowAction::Fail { .. }) {
             self.progress.set(Phase::Recording, 99);
         }
         let written = self.write_row(s).await;
-        let mut message = s.message_after(written);
         if written == Written::Yes {
             self.tell(&s.told);
-            if s.announce
-                && let Err(e) = self.announce().await
-            {
-                // Kept for a redelivery, which finds the outcome recorded and
-                // publishes the event again (same id): never lost.
-                tracing::warn!(error = %e, "cannot publish the completion event; the message comes back to retry");
-                message = s.if_unannounced.clone();
+            if s.announce {
+                self.announce().await;
             }
         }
-        if let Some(mut heartbeat) = heartbeat {
+        if let Some(heartbeat) = heartbeat.as_mut() {
             heartbeat.stop().await;
         }
-        self.act_on_message(message).await;
+        self.act_on_message(s.message_after(written)).await;
     }
 
     /// Writes the row as decided; says how that went.
@@ -105,13 +110,15 @@ impl Settle<'_> {
                 reason,
                 error_kind,
             } => {
-                self.bounded(runner.patiently("record the failure", self.stop, || async {
+                // Only a claimed video is failed by a job.
+                let Some(token) = token else { return Ok(false) };
+                let write = runner.patiently("record the failure", self.stop, || async {
                     Ok(runner
                         .db
                         .mark_failed(video_id, token, *kind, reason, error_kind)
                         .await?)
-                }))
-                .await
+                });
+                self.stop.bound("record the failure", write).await
             }
             RowAction::Release {
                 reason,
@@ -123,34 +130,18 @@ impl Settle<'_> {
                     reason: reason.as_deref(),
                     error_kind: error_kind.as_deref(),
                 };
-                self.bounded(runner.patiently("hand the video back", self.stop, || async {
+                let write = runner.patiently("hand the video back", self.stop, || async {
                     Ok(runner.db.release(video_id, token, why, *attempt).await?)
-                }))
-                .await
+                });
+                self.stop.bound("hand the video back", write).await
             }
         }
-    }
-
-    /// After the grace period, row writes get a short deadline of their own.
-    async fn bounded(
-        &self,
-        write: impl std::future::Future<Output = Result<bool, JobError>>,
-    ) -> Result<bool, JobError> {
-        if !self.stop.token.is_cancelled() {
-            return write.await;
-        }
-        tokio::time::timeout(HANDBACK_WRITE, write).await.unwrap_or_else(|_| {
-            Err(JobError::Db(DbError::Timeout {
-                what: "hand the video back",
-                after: HANDBACK_WRITE,
-            }))
-        })
     }
 
     /// Records the rendition, fenced on the claim; then removes what it
     /// supersedes (the previous rendition of a requeued video, and anything
     /// a crashed attempt left under the video's prefix). If the claim was
-    /// lost, removes its own upload instead.
+    /// lost, removes its own upload instead, unless the row records it.
     async fn record(&self, video_id: Uuid) -> Result<bool, JobError> {
         let (Some(claim), Some(done)) = (self.claim, self.produced) else {
             return Ok(false);
@@ -160,25 +151,24 @@ impl Settle<'_> {
         let record = runner.patiently("record the rendition", self.stop, || async {
             Ok(runner.db.mark_processed(video_id, claim.token, &row).await?)
         });
+        let record = self.stop.bound("record the rendition", record);
         match runner.stats.observe_stage(Stage::Record, record).await? {
             Recorded::Now { previous } => {
-                self.clean_up(video_id, done, previous.as_deref()).await;
+                self.clean_up(video_id, previous.as_deref()).await;
                 Ok(true)
             }
             Recorded::ClaimLost => {
-                delete_unrecorded(runner, &done.key).await;
-                if let Some(poster_key) = &done.poster_key {
-                    delete_unrecorded(runner, poster_key).await;
-                }
+                let ours = [Some(done.key.as_str()), done.poster_key.as_deref()];
+                self.delete_unreferenced(video_id, ours.into_iter().flatten()).await;
                 Ok(false)
             }
         }
     }
 
-    /// Removes renditions (and posters) of this video other than the
-    /// recorded ones. Best effort: what stays costs storage, never
+    /// Removes renditions (and posters) of this video that its row does
+    /// not reference. Best effort: what stays costs storage, never
     /// correctness.
-    async fn clean_up(&self, video_id: Uuid, recorded: &Produced, previous: Option<&str>) {
+    async fn clean_up(&self, video_id: Uuid, previous: Option<&str>) {
         let storage = &self.runner.storage;
         let prefix = format!("{}{video_id}/", self.runner.settings.processed_prefix);
         let mut stale: Vec<String> = match storage.list(&prefix).await {
@@ -189,10 +179,34 @@ impl Settle<'_> {
             }
         };
         stale.extend(previous.map(str::to_owned));
-        stale.retain(|k| *k != recorded.key && Some(k) != recorded.poster_key.as_ref());
         stale.dedup();
-        for key in stale {
-            delete_unrecorded(self.runner, &key).await;
+        self.delete_unreferenced(video_id, stale.iter().map(String::as_str))
+            .await;
+    }
+
+    /// Deletes each of `keys` that the video's row, read now, neither
+    /// records nor may still record: its rendition and poster, the current
+    /// claim's upload, and anything under the current claim's own keys (a
+    /// newer claim, after a requeue, uploading as we speak). If the row
+    /// cannot be read, nothing is deleted.
+    async fn delete_unreferenced<'k>(&self, video_id: Uuid, keys: impl Iterator<Item = &'k str>) {
+        let row = match self.runner.db.get(video_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the row before removing renditions; they stay");
+                return;
+            }
+        };
+        let current_claim = row.claim_token.map(|t| t.simple().to_string());
+        for key in keys {
+            let referenced = [&row.processed_key, &row.poster_key, &row.uploaded_key]
+                .iter()
+                .any(|r| r.as_deref() == Some(key));
+            let current = current_claim.as_ref().is_some_and(|t| key.contains(t.as_str()));
+            if !referenced && !current {
+                delete_unrecorded(self.runner, key).await;
+            }
         }
     }
 
@@ -226,11 +240,7 @@ impl Settle<'_> {
             Told::Released => Event::Released { video_id }.emit(stats),
             Told::Duplicate => Event::Duplicate { video_id }.emit(stats),
             Told::AlreadyFailed => Event::AlreadyFailed { video_id }.emit(stats),
-            Told::Busy(delay) => Event::Busy {
-                video_id,
-                delay: *delay,
-            }
-            .emit(stats),
+            Told::Stale => Event::Stale { video_id }.emit(stats),
             Told::UnknownVideo => Event::UnknownVideo { video_id }.emit(stats),
             Told::Retry {
                 kind,
@@ -239,7 +249,7 @@ impl Settle<'_> {
                 configuration,
             } => {
                 if *configuration {
-                    stats.configuration_error();
+                    stats.configuration_error(reason);
                 }
                 Event::Retry {
                     video_id,
@@ -254,14 +264,35 @@ impl Settle<'_> {
         }
     }
 
-    /// Publishes the completion event of the row's recorded outcome.
-    async fn announce(&self) -> Result<(), JobError> {
-        let Some(video_id) = self.video_id else { return Ok(()) };
-        let row = self.runner.db.get(video_id).await?;
-        if let Some(row) = row {
-            self.runner.publisher.announce(&row).await?;
+    /// Publishes the completion event of the row's recorded outcome, if
+    /// the outbox still holds it, and marks it published. What cannot be
+    /// published now is left to the reconciler: the message's fate does
+    /// not wait on the events topic.
+    async fn announce(&self) {
+        let Some(video_id) = self.video_id else { return };
+        let runner = self.runner;
+        let row = match runner.db.get(video_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outcome to announce it; the reconciler will");
+                return;
+            }
+        };
+        match runner.publisher.publish_outbox(&row).await {
+            Ok(Some(event_id)) => {
+                if let Err(e) = runner.db.record_published(video_id, event_id).await {
+                    // Published but not marked: the reconciler publishes
+                    // it again, with the same id.
+                    tracing::warn!(error = %e, "cannot mark the completion event published");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                runner.stats.publish_failed(e.class());
+                tracing::warn!(error = %e, "cannot publish the completion event now; the reconciler will");
+            }
         }
-        Ok(())
     }
 
     async fn act_on_message(&self, action: MessageAction) {

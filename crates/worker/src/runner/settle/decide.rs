@@ -4,8 +4,11 @@
 //! the write to the row, what to do with the message (and what to do with
 //! it instead if the row cannot be written or the event cannot be
 //! published), what to log and count, and whether a completion event goes
-//! out. [`super::apply`] carries it out without deciding anything again,
-//! always in the same order: row first, then the event, then the message.
+//! out. [`super::apply`] carries it out without deciding anything again:
+//! row first, then the event, then the message; except a job stopped at
+//! the end of the grace period, whose message goes back first (the
+//! machine's stop budget is short) and whose row follows with a short
+//! deadline, the reconciler covering a row that cannot be written.
 //!
 //! The rules (the README's outcome table is this function in prose):
 //! - every [`FailureClass`] is matched by name: a new class is a compile
@@ -28,8 +31,6 @@ use crate::runner::JobError;
 
 /// Longest delay before a message comes back.
 pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
-/// Extra wait after another worker's lease would expire.
-const BUSY_MARGIN: Duration = Duration::from_secs(5);
 
 /// What happened to a job.
 #[derive(Debug)]
@@ -40,10 +41,10 @@ pub(crate) enum Outcome {
     Unknown,
     /// The video is already processed.
     Duplicate,
-    /// The video failed for good earlier (its input).
+    /// The video failed for good earlier.
     AlreadyFailed,
-    /// Another worker holds a live lease for this long.
-    Busy(Duration),
+    /// The message is a stray copy of one an operator's requeue superseded.
+    Stale,
     /// The claim could not be made (the database failed).
     ClaimFailed(JobError),
     /// Claimed, but every counted attempt so far ended with the worker
@@ -100,12 +101,13 @@ pub(crate) struct Settlement {
     /// What to log and count once the row is written.
     pub told: Told,
     /// Publish the completion event of the row's final outcome, after the
-    /// row and before the message.
+    /// row and before the message. It is in the row already (the outbox):
+    /// if it cannot be published now, the reconciler publishes it, and the
+    /// message's fate does not change.
     pub announce: bool,
-    /// What to do with the message instead when the event cannot be
-    /// published: it comes back, finds the outcome recorded and publishes
-    /// again (the same event id).
-    pub if_unannounced: MessageAction,
+    /// Settle the message before the row: a job handed back at the end of
+    /// the grace period, when the stop budget is short.
+    pub message_first: bool,
 }
 
 /// The write to the row, fenced on this worker's claim.
@@ -160,8 +162,8 @@ pub(crate) enum Told {
     Duplicate,
     /// A late delivery of a video that failed for good.
     AlreadyFailed,
-    /// Another worker holds the video.
-    Busy(Duration),
+    /// A stray copy of a superseded message.
+    Stale,
     /// No row for the video (yet).
     UnknownVideo,
     /// Handed back to be tried again after `delay`.
@@ -219,7 +221,7 @@ pub(crate) fn decide(outcome: &Outcome, facts: &Facts) -> Settlement {
         ),
         Outcome::Duplicate => keep(Delete, Told::Duplicate),
         Outcome::AlreadyFailed => keep(Delete, Told::AlreadyFailed),
-        Outcome::Busy(remaining) => keep(Retry(*remaining + BUSY_MARGIN), Told::Busy(*remaining)),
+        Outcome::Stale => keep(Delete, Told::Stale),
         Outcome::ClaimFailed(e) => decide_claim_failure(e, facts),
         Outcome::DiedRepeatedly => {
             let attempts = facts.claim.as_ref().map_or(0, |c| c.counted_attempts).saturating_sub(1);
@@ -238,7 +240,7 @@ pub(crate) fn decide(outcome: &Outcome, facts: &Facts) -> Settlement {
 /// and the message comes back.
 fn decide_claim_failure(e: &JobError, facts: &Facts) -> Settlement {
     let (delay, configuration) = match (facts.shutting_down, e.class()) {
-        (true, _) => (Duration::ZERO, false),
+        (true, _) | (_, FailureClass::Interrupted) => (Duration::ZERO, false),
         (false, FailureClass::Configuration) => (facts.configuration_delay, true),
         (
             false,
@@ -246,7 +248,6 @@ fn decide_claim_failure(e: &JobError, facts: &Facts) -> Settlement {
             | FailureClass::Timeout
             | FailureClass::Outage
             | FailureClass::Transient
-            | FailureClass::Interrupted
             | FailureClass::ClaimLost,
         ) => (backoff(facts.retry_backoff, facts.receive_count), false),
     };
@@ -346,9 +347,17 @@ fn settlement(row: RowAction, message: MessageAction, told: Told, facts: &Facts)
     let final_row = matches!(row, RowAction::Record | RowAction::Fail { .. })
         || matches!(told, Told::Duplicate | Told::AlreadyFailed);
     let settled = matches!(message, MessageAction::Delete | MessageAction::DeadLetter(_));
+    let handed_back_late = facts.shutting_down
+        && matches!(
+            row,
+            RowAction::Release {
+                attempt: Attempt::Uncounted,
+                ..
+            }
+        );
     Settlement {
         announce: facts.events_enabled && final_row && settled,
-        if_unannounced: MessageAction::Retry(backoff(facts.retry_backoff, facts.receive_count)),
+        message_first: handed_back_late,
         row,
         message,
         if_unwritten,
@@ -361,330 +370,4 @@ fn settlement(row: RowAction, message: MessageAction, told: Told, facts: &Facts)
 pub(crate) fn backoff(first: Duration, attempt: u32) -> Duration {
     let factor = 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
     Duration::from_secs_f64((first.as_secs_f64() * factor).min(MAX_RETRY_DELAY.as_secs_f64()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::StorageError;
-
-    fn facts() -> Facts {
-        Facts {
-            max_attempts: 3,
-            claim: Some(ClaimFacts {
-                counted_attempts: 1,
-                timeouts: 0,
-            }),
-            receive_count: 1,
-            message_age: Duration::from_secs(1),
-            unknown_patience: Duration::from_secs(300),
-            retry_backoff: Duration::from_secs(10),
-            configuration_delay: Duration::from_secs(300),
-            shutting_down: false,
-            events_enabled: true,
-        }
-    }
-
-    fn on_attempt(n: u32) -> Facts {
-        Facts {
-            claim: Some(ClaimFacts {
-                counted_attempts: n,
-                timeouts: 0,
-            }),
-            ..facts()
-        }
-    }
-
-    fn transient() -> JobError {
-        JobError::WorkDir(std::io::Error::other("disk full"))
-    }
-
-    fn outage() -> JobError {
-        JobError::Storage(StorageError::Service {
-            action: "download",
-            bucket: "b".into(),
-            key: "k".into(),
-            message: "SlowDown".into(),
-            code: Some("SlowDown".into()),
-        })
-    }
-
-    fn denied() -> JobError {
-        JobError::Storage(StorageError::Service {
-            action: "download",
-            bucket: "b".into(),
-            key: "k".into(),
-            message: "AccessDenied: no".into(),
-            code: Some("AccessDenied".into()),
-        })
-    }
-
-    fn missing() -> JobError {
-        JobError::Storage(StorageError::NotFound {
-            bucket: "b".into(),
-            key: "k".into(),
-        })
-    }
-
-    fn timed_out() -> JobError {
-        JobError::Processor {
-            original: "s3://b/k".into(),
-            source: processor::Error::TimedOut {
-                path: "k".into(),
-                after: Duration::from_secs(600),
-            },
-        }
-    }
-
-    fn broken_watermark() -> JobError {
-        JobError::Processor {
-            original: "s3://b/k".into(),
-            source: processor::Error::InvalidSpec("watermark /etc/vidworker/logo.png: cannot decode".into()),
-        }
-    }
-
-    #[test]
-    fn done_is_recorded_then_deleted_and_announced() {
-        let s = decide(&Outcome::Done, &facts());
-        assert_eq!((&s.row, &s.message), (&RowAction::Record, &MessageAction::Delete));
-        assert_eq!(s.told, Told::Processed);
-        assert!(s.announce);
-    }
-
-    #[test]
-    fn a_bad_input_fails_once_and_its_message_is_deleted() {
-        let s = decide(&Outcome::Failed(missing()), &facts());
-        assert!(
-            matches!(
-                s.row,
-                RowAction::Fail {
-                    kind: FailureKind::Input,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-        assert_eq!(s.message, MessageAction::Delete);
-        assert!(matches!(s.told, Told::Failed { permanent: true, .. }), "{s:?}");
-        assert!(s.announce);
-    }
-
-    #[test]
-    fn transient_failures_retry_with_backoff_then_give_up_on_the_last_counted_attempt() {
-        let s = decide(&Outcome::Failed(transient()), &on_attempt(1));
-        assert!(
-            matches!(
-                s.row,
-                RowAction::Release {
-                    attempt: Attempt::Counted,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(10)));
-        assert!(!s.announce, "nothing final to announce");
-        let s = decide(&Outcome::Failed(outage()), &on_attempt(2));
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(20)));
-        let s = decide(&Outcome::Failed(transient()), &on_attempt(3));
-        let RowAction::Fail { kind, reason, .. } = &s.row else {
-            panic!("{s:?}")
-        };
-        assert_eq!(*kind, FailureKind::GaveUp);
-        assert!(reason.starts_with("gave up after 3 attempts: cannot create a working directory"));
-        assert_eq!(s.message, MessageAction::DeadLetter(reason.clone()));
-        assert!(matches!(s.told, Told::Failed { permanent: false, .. }), "{s:?}");
-        assert!(s.announce);
-    }
-
-    #[test]
-    fn shutdown_hands_back_at_once_without_counting_the_attempt() {
-        let s = decide(&Outcome::Failed(JobError::Shutdown), &on_attempt(3));
-        assert!(
-            matches!(
-                s.row,
-                RowAction::Release {
-                    attempt: Attempt::Uncounted,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-        assert_eq!(s.message, MessageAction::Retry(Duration::ZERO));
-        assert_eq!(s.told, Told::Released);
-    }
-
-    #[test]
-    fn a_lost_claim_touches_neither_row_nor_message() {
-        let s = decide(&Outcome::Failed(JobError::ClaimLost), &facts());
-        assert_eq!((&s.row, &s.message), (&RowAction::Keep, &MessageAction::Leave));
-        assert_eq!(s.told, Told::Nothing);
-    }
-
-    #[test]
-    fn a_configuration_error_is_handed_back_uncounted_and_waits_for_an_operator() {
-        for error in [denied(), broken_watermark()] {
-            let s = decide(&Outcome::Failed(error), &on_attempt(3));
-            assert!(
-                matches!(
-                    s.row,
-                    RowAction::Release {
-                        attempt: Attempt::Uncounted,
-                        ..
-                    }
-                ),
-                "{s:?}"
-            );
-            assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(300)));
-            assert!(
-                matches!(
-                    s.told,
-                    Told::Retry {
-                        configuration: true,
-                        ..
-                    }
-                ),
-                "{s:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_timeout_is_retried_once_then_blamed_on_the_input() {
-        let s = decide(&Outcome::Failed(timed_out()), &on_attempt(1));
-        assert!(
-            matches!(
-                s.row,
-                RowAction::Release {
-                    attempt: Attempt::TimedOut,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-        let mut f = on_attempt(2);
-        if let Some(c) = f.claim.as_mut() {
-            c.timeouts = 1;
-        }
-        let s = decide(&Outcome::Failed(timed_out()), &f);
-        assert!(
-            matches!(
-                s.row,
-                RowAction::Fail {
-                    kind: FailureKind::Input,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-        assert_eq!(s.message, MessageAction::Delete);
-    }
-
-    #[test]
-    fn unknown_videos_wait_for_their_row_then_go_to_the_dead_letter_queue() {
-        let mut f = Facts { claim: None, ..facts() };
-        let s = decide(&Outcome::Unknown, &f);
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(10)));
-        assert_eq!(s.told, Told::UnknownVideo);
-        f.message_age = Duration::from_secs(295);
-        assert_eq!(
-            decide(&Outcome::Unknown, &f).message,
-            MessageAction::Retry(Duration::from_secs(5))
-        );
-        f.message_age = Duration::from_secs(301);
-        let s = decide(&Outcome::Unknown, &f);
-        assert!(
-            matches!(s.message, MessageAction::DeadLetter(ref r) if r.contains("no such video")),
-            "{s:?}"
-        );
-        assert_eq!(s.row, RowAction::Keep);
-        assert!(!s.announce, "no row, nothing to announce");
-    }
-
-    #[test]
-    fn duplicates_are_deleted_and_announced_again_and_busy_videos_come_back_after_the_lease() {
-        let s = decide(&Outcome::Duplicate, &facts());
-        assert_eq!(
-            (s.message, s.told, s.announce),
-            (MessageAction::Delete, Told::Duplicate, true)
-        );
-        let s = decide(&Outcome::AlreadyFailed, &facts());
-        assert_eq!((s.message, s.announce), (MessageAction::Delete, true));
-        let s = decide(&Outcome::Busy(Duration::from_secs(60)), &facts());
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(65)));
-        assert!(!s.announce);
-    }
-
-    #[test]
-    fn a_claim_that_failed_never_touches_the_row() {
-        let s = decide(&Outcome::ClaimFailed(outage()), &Facts { claim: None, ..facts() });
-        assert_eq!(s.row, RowAction::Keep);
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(10)));
-        let s = decide(
-            &Outcome::ClaimFailed(outage()),
-            &Facts {
-                shutting_down: true,
-                claim: None,
-                ..facts()
-            },
-        );
-        assert_eq!(s.message, MessageAction::Retry(Duration::ZERO));
-        let s = decide(&Outcome::ClaimFailed(denied()), &Facts { claim: None, ..facts() });
-        assert_eq!(s.message, MessageAction::Retry(Duration::from_secs(300)));
-        assert!(
-            matches!(
-                s.told,
-                Told::Retry {
-                    configuration: true,
-                    ..
-                }
-            ),
-            "{s:?}"
-        );
-    }
-
-    #[test]
-    fn a_video_whose_worker_died_every_time_is_given_up() {
-        let s = decide(&Outcome::DiedRepeatedly, &on_attempt(4));
-        assert!(
-            matches!(s.row, RowAction::Fail { kind: FailureKind::GaveUp, ref reason, .. } if reason.contains("after 3 attempts")),
-            "{s:?}"
-        );
-        assert!(matches!(s.message, MessageAction::DeadLetter(_)));
-    }
-
-    #[test]
-    fn malformed_messages_go_to_the_dead_letter_queue_untouched() {
-        let s = decide(&Outcome::Malformed(Malformed::NoVideoId), &facts());
-        assert_eq!(s.row, RowAction::Keep);
-        assert!(matches!(s.message, MessageAction::DeadLetter(ref r) if r.starts_with("malformed message")));
-        assert!(!s.announce);
-    }
-
-    #[test]
-    fn an_unwritten_row_brings_the_message_back_and_a_lost_claim_leaves_it() {
-        let s = decide(&Outcome::Done, &on_attempt(2));
-        assert_eq!(s.message_after(Written::Yes), MessageAction::Delete);
-        assert_eq!(s.message_after(Written::ClaimLost), MessageAction::Leave);
-        assert_eq!(
-            s.message_after(Written::Failed),
-            MessageAction::Retry(Duration::from_secs(20))
-        );
-        let stopping = Facts {
-            shutting_down: true,
-            ..on_attempt(2)
-        };
-        let s = decide(&Outcome::Failed(JobError::Shutdown), &stopping);
-        assert_eq!(s.message_after(Written::Failed), MessageAction::Retry(Duration::ZERO));
-    }
-
-    #[test]
-    fn nothing_is_announced_when_events_go_nowhere() {
-        let quiet = Facts {
-            events_enabled: false,
-            ..facts()
-        };
-        assert!(!decide(&Outcome::Done, &quiet).announce);
-        assert!(!decide(&Outcome::Failed(missing()), &quiet).announce);
-    }
 }

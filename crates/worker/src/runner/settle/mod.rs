@@ -4,6 +4,8 @@
 
 mod apply;
 mod decide;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use self::apply::Settle;
 pub(crate) use self::decide::{ClaimFacts, Facts, Outcome, decide};

@@ -154,10 +154,7 @@ impl Stack {
 
     /// Runs an in-process worker in the background.
     pub async fn spawn_worker(&self, settings: WorkerSettings) -> RunningWorker {
-        let worker = self.worker(settings).await;
-        let shutdown = Shutdown::new();
-        let handle = tokio::spawn(worker.run(shutdown.clone()));
-        RunningWorker { shutdown, handle }
+        self.run(self.runner(settings, None, None).await).await
     }
 
     /// An in-process worker that reaches S3 and SQS through `aws` (e.g. an
@@ -168,26 +165,146 @@ impl Stack {
         aws: Option<&str>,
         database_url: Option<&str>,
     ) -> RunningWorker {
+        let db = database_url.map(|url| Db::connect_lazy(url, 8).expect("pool"));
+        self.run(self.runner(settings, aws, db).await).await
+    }
+
+    /// A worker (not started) over this stack's services, S3 and SQS
+    /// reached through `aws` and PostgreSQL through `db` when given.
+    pub async fn runner(&self, settings: WorkerSettings, aws: Option<&str>, db: Option<Db>) -> Runner {
         let clients = match aws {
             Some(endpoint) => Clients::with_credentials("us-east-1", endpoint, "test", "test").await,
             None => self.clients.clone(),
         };
-        let db = match database_url {
-            Some(url) => Db::connect_lazy(url, 8).expect("pool"),
-            None => self.db.clone(),
-        };
-        let worker = Runner::new(
+        Runner::new(
             settings,
-            db,
+            db.unwrap_or_else(|| self.db.clone()),
             Storage::new(clients.s3.clone(), BUCKET),
             Queue::new(clients.sqs.clone(), &self.queue_url),
         )
-        .start()
-        .await
-        .expect("worker starts");
+    }
+
+    /// Starts `runner` and runs it in the background.
+    pub async fn run(&self, runner: Runner) -> RunningWorker {
+        let worker = runner.start().await.expect("worker starts");
+        let stats = worker.stats();
         let shutdown = Shutdown::new();
         let handle = tokio::spawn(worker.run(shutdown.clone()));
-        RunningWorker { shutdown, handle }
+        RunningWorker {
+            shutdown,
+            handle,
+            stats,
+        }
+    }
+
+    /// A pool on this stack's database whose calls each give up after
+    /// `timeout` (the server may still commit after that: a lost reply).
+    pub fn db_with_call_timeout(&self, timeout: Duration) -> Db {
+        Db::connect_lazy(&self.database_url, 8)
+            .expect("pool")
+            .with_call_timeout(timeout)
+    }
+
+    /// Makes PostgreSQL take `seconds` over the first write that moves a
+    /// video's row from status `from` to `to` (a trigger that sleeps once
+    /// per video and transition): the commit then lands after a short client
+    /// deadline, and the reply is lost.
+    pub fn slow_first_write(&self, from: Status, to: Status, seconds: f64) {
+        self.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS slowed (id uuid, transition text);
+             CREATE OR REPLACE FUNCTION slow_once() RETURNS trigger LANGUAGE plpgsql AS $$
+             DECLARE t text := OLD.status || '>' || NEW.status;
+             BEGIN
+                 IF t = TG_ARGV[0] AND NOT EXISTS (SELECT 1 FROM slowed s WHERE s.id = NEW.id AND s.transition = t) THEN
+                     INSERT INTO slowed VALUES (NEW.id, t);
+                     PERFORM pg_sleep(TG_ARGV[1]::float8);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER slow_{from}_{to} BEFORE UPDATE ON videos FOR EACH ROW
+                 EXECUTE FUNCTION slow_once('{from}>{to}', '{seconds}');"
+        ));
+    }
+
+    /// An SNS topic with an SQS queue subscribed to it (raw delivery), as
+    /// the platform would subscribe: (topic ARN, the subscriber's queue URL).
+    pub async fn subscribed_topic(&self) -> (String, String) {
+        let topic = self
+            .clients
+            .sns
+            .create_topic()
+            .name(format!("events-{}", Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn()
+            .expect("arn")
+            .to_owned();
+        let queue = self
+            .clients
+            .sqs
+            .create_queue()
+            .queue_name(format!("subscriber-{}", Uuid::new_v4().simple()))
+            .send()
+            .await
+            .expect("subscriber queue")
+            .queue_url()
+            .expect("url")
+            .to_owned();
+        let arn = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue arn")
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("arn");
+        self.clients
+            .sns
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol("sqs")
+            .endpoint(arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .expect("subscribe");
+        (topic, queue)
+    }
+
+    /// Every event the subscriber's queue received within `wait`, as JSON
+    /// (received and deleted, as a consumer does).
+    pub async fn events(&self, queue_url: &str, wait: Duration) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < wait {
+            let received = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive events");
+            for m in received.messages() {
+                out.push(serde_json::from_str(m.body().expect("a body")).expect("an event is JSON"));
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().expect("a handle"))
+                    .send()
+                    .await
+                    .expect("delete event");
+            }
+        }
+        out
     }
 
     /// What the platform's API does for an upload: the original under
@@ -337,6 +454,8 @@ impl Stack {
                 max_resends: 3,
                 abandoned_after,
                 max_attempts: 3,
+                publish_after: Duration::ZERO,
+                holder: format!("test-reconciler-{}", Uuid::new_v4().simple()),
             },
             Arc::new(Stats::default()),
         )
@@ -392,7 +511,7 @@ impl Stack {
         }
         assert_eq!(self.queue_total().await, 0, "messages left in the job queue");
         for (body, _) in self.dead_letters().await {
-            let Ok(id) = worker::message::parse(&body) else {
+            let Ok(worker::message::JobMessage { video_id: id, .. }) = worker::message::parse(&body) else {
                 continue;
             };
             if let Some(row) = self.db.get(id).await.expect("query") {
@@ -501,12 +620,26 @@ impl Stack {
 pub struct RunningWorker {
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<Arc<Stats>>,
+    stats: Arc<Stats>,
 }
 
 impl RunningWorker {
+    /// The worker's counters while it runs.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Stops intake, lets jobs finish, returns the counters.
     pub async fn stop(self) -> Arc<Stats> {
         self.shutdown.stop_intake();
         self.handle.await.expect("worker task")
     }
+}
+
+/// The events of one video.
+pub fn of_video(events: &[serde_json::Value], id: Uuid) -> Vec<&serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["video_id"] == serde_json::Value::String(id.to_string()))
+        .collect()
 }
