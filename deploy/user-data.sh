@@ -177,9 +177,10 @@ WorkingDirectory=/var/lib/vidworker
 Restart=on-failure
 RestartSec=5
 
-# Stopping: SIGTERM to the main process only (FFmpeg runs in threads, not
-# child processes); the worker drains for SHUTDOWN_GRACE (90 s by default,
-# at most 110 s as the template allows), hands unfinished jobs back, exits.
+# Stopping: SIGTERM to the main process only (the transcode children
+# would stop mid-job at once); the worker drains for SHUTDOWN_GRACE
+# (90 s by default, at most 105 s as the template allows), hands
+# unfinished jobs back (killing their children), exits.
 # TimeoutStopSec = SHUTDOWN_GRACE 90 + 30 s margin; only past it does
 # systemd SIGKILL the whole cgroup (KillMode=mixed).
 KillSignal=SIGTERM
@@ -213,6 +214,8 @@ LockPersonality=yes
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
+# What each transcode child confines itself with (Landlock, seccomp).
+SystemCallFilter=seccomp landlock_create_ruleset landlock_add_rule landlock_restrict_self
 SystemCallErrorNumber=EPERM
 # W^X: FFmpeg and x264 generate no code at run time (their asm is static),
 # and every library of Debian 12's libavfilter8/libavcodec59 closure (167

@@ -32,7 +32,7 @@ impl CancelFlag {
 
 /// Progress of a running transcode, passed to the caller's callback after
 /// every output frame.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
     /// Output frames encoded so far.
     pub frames: u64,

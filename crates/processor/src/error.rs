@@ -11,7 +11,7 @@ use std::time::Duration;
 ///
 /// Deliberately not `#[non_exhaustive]`: a caller matches every class, so a
 /// new one is a compile error wherever a decision is made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorClass {
     /// The upload cannot be processed: it is not media, refused, damaged,
     /// unsupported or over a limit. Another attempt fails the same way.
@@ -176,6 +176,27 @@ impl Error {
         }
     }
 
+    /// Whether memory ran out: an allocation was refused, as it is under a
+    /// memory limit. FFmpeg says `ENOMEM` wherever it was.
+    pub fn is_out_of_memory(&self) -> bool {
+        const ENOMEM: ffmpeg_next::Error = ffmpeg_next::Error::Other { errno: libc::ENOMEM };
+        match self {
+            Error::Internal { source, .. } => *source == ENOMEM,
+            Error::InputIo { source, .. } | Error::OutputIo { source, .. } => {
+                source.kind() == io::ErrorKind::OutOfMemory || source.raw_os_error() == Some(libc::ENOMEM)
+            }
+            Error::Corrupt { reason, .. } => reason.contains(&ENOMEM.to_string()),
+            Error::NotMedia { .. }
+            | Error::Refused { .. }
+            | Error::NoVideo { .. }
+            | Error::UnsupportedCodec { .. }
+            | Error::LimitExceeded { .. }
+            | Error::TimedOut { .. }
+            | Error::Cancelled { .. }
+            | Error::InvalidSpec(_) => false,
+        }
+    }
+
     /// The file the error is about, if it is about one.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -336,5 +357,27 @@ mod tests {
         assert_class(vec![Error::InvalidSpec(why())], ErrorClass::Spec);
         let after = Duration::from_secs(600);
         assert_class(vec![Error::TimedOut { path: clip(), after }], ErrorClass::Timeout);
+    }
+
+    #[test]
+    fn an_allocation_refused_anywhere_is_out_of_memory() {
+        let enomem = ffmpeg_next::Error::Other { errno: libc::ENOMEM };
+        let internal = |source| Error::Internal {
+            path: clip(),
+            stage: "decoding",
+            source,
+            log: String::new(),
+        };
+        assert!(internal(enomem).is_out_of_memory());
+        assert!(input_io(io::ErrorKind::OutOfMemory).is_out_of_memory());
+        assert!(
+            Error::Corrupt {
+                path: clip(),
+                reason: format!("decoding failed: {enomem}"),
+            }
+            .is_out_of_memory()
+        );
+        assert!(!internal(ffmpeg_next::Error::Bug).is_out_of_memory());
+        assert!(!input_io(io::ErrorKind::NotFound).is_out_of_memory());
     }
 }

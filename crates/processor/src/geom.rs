@@ -10,7 +10,7 @@
 use std::fmt;
 
 use ffmpeg_next::Rational;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A picture size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl fmt::Display for Size {
 }
 
 /// A frame rate or aspect ratio as an exact fraction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fraction {
     /// Numerator.
     pub num: u32,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ffmpeg_next::format::stream::Stream;
 use ffmpeg_next::{Rational, codec, color};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::colour::SourceColour;
 use crate::control::{Budget, CancelFlag};
@@ -16,7 +16,7 @@ use crate::input::{self, OpenedInput};
 use crate::spec::Limits;
 
 /// What a probe learns about an input.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MediaInfo {
     /// The demuxer FFmpeg identified from the content, e.g.
     /// `mov,mp4,m4a,3gp,3g2,mj2`.
@@ -24,7 +24,7 @@ pub struct MediaInfo {
     /// The file's size in bytes.
     pub size_bytes: u64,
     /// The duration the container declares, if it declares one.
-    #[serde(serialize_with = "secs_opt")]
+    #[serde(serialize_with = "secs_opt", deserialize_with = "secs_opt_de")]
     pub duration: Option<Duration>,
     /// The video codec, e.g. `h264`.
     pub video_codec: String,
@@ -60,6 +60,12 @@ pub struct MediaInfo {
     pub has_audio: bool,
     /// The overall bit rate in bits per second, if known.
     pub bit_rate: Option<u64>,
+}
+
+fn secs_opt_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let secs = Option::<f64>::deserialize(d)?;
+    secs.map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn secs_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

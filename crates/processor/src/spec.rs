@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 use crate::geom::CardSlot;
 
@@ -14,7 +16,7 @@ pub const MAX_CARD: Duration = Duration::from_millis(2500);
 pub const MAX_CARDS_TOTAL: Duration = Duration::from_secs(5);
 
 /// How the picture is fitted into the output frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fit {
     /// Scale the whole picture inside the frame and fill the rest with black
     /// bars (letterbox or pillarbox). Nothing is cropped.
@@ -25,7 +27,7 @@ pub enum Fit {
 }
 
 /// A corner of the frame.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Corner {
     /// Top left.
     TopLeft,
@@ -39,7 +41,7 @@ pub enum Corner {
 }
 
 /// A still image used as watermark or card.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Image {
     /// The league logo built into the library (a 512x512 PNG with alpha).
     #[default]
@@ -49,7 +51,7 @@ pub enum Image {
 }
 
 /// The watermark drawn over the main video (not over cards).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Watermark {
     /// The picture; its alpha channel is respected.
     pub image: Image,
@@ -77,7 +79,7 @@ impl Default for Watermark {
 }
 
 /// What an intro or outro card shows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CardContent {
     /// The image centred on black. [`Image::Logo`] gives the league card.
     Image(Image),
@@ -87,7 +89,7 @@ pub enum CardContent {
 }
 
 /// An intro or outro card.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Card {
     /// What it shows.
     pub content: CardContent,
@@ -107,7 +109,7 @@ impl Card {
 }
 
 /// Resource limits that protect a worker from hostile or absurd uploads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest input file accepted, in bytes.
     pub max_input_bytes: u64,
@@ -161,7 +163,7 @@ impl Default for Limits {
 }
 
 /// Everything that decides how a rendition looks.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RenditionSpec {
     /// The main video is cut to at most this long, counted from its first
     /// frame. Cards come on top.

@@ -112,6 +112,10 @@ pub enum Command {
         #[command(flatten)]
         aws: AwsArgs,
     },
+    /// Run one transcode for a worker: the sandboxed child `run` starts per
+    /// job, speaking the worker's protocol on stdin and stdout.
+    #[command(name = "transcode-job", hide = true)]
+    TranscodeJob,
     /// Ask a running worker's /healthz (for a container HEALTHCHECK): exit
     /// 0 when healthy.
     Healthcheck {

@@ -13,6 +13,8 @@ use worker::config::{ConfigError, WorkerSettings};
 use worker::db::{Db, Tls};
 use worker::termination::TerminationSettings;
 
+use crate::isolation::IsolationArgs;
+
 /// Port 9464: the one commonly used by Prometheus exporters of
 /// OpenTelemetry-style services, free of the usual web ports. Loopback
 /// only by default: the instance's own agent and health checks reach it
@@ -419,7 +421,8 @@ impl TerminationArgs {
 #[command(next_help_heading = "Worker")]
 pub struct WorkerArgs {
     /// Jobs transcoding at once [default: one per core, at most one per
-    /// 512 MiB of memory, at least 1]. 1 gives a lone job every core.
+    /// MEMORY_PER_JOB of memory, at least 1]. 1 gives a lone job every
+    /// core.
     #[arg(long, env = "WORKER_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Jobs taken beyond those transcoding: they download while the others
@@ -486,6 +489,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "PROGRESS_INTERVAL", default_value_t = worker().progress_interval.as_secs(), value_name = "SECONDS")]
     pub progress_interval: u64,
     #[command(flatten)]
+    pub isolation: IsolationArgs,
+    #[command(flatten)]
     pub reconcile: ReconcileArgs,
     #[command(flatten)]
     pub events: EventsArgs,
@@ -540,7 +545,9 @@ impl WorkerArgs {
         let defaults = worker();
         WorkerSettings {
             worker_id: self.worker_id.clone().unwrap_or(defaults.worker_id),
-            concurrency: self.concurrency.unwrap_or(defaults.concurrency),
+            concurrency: self
+                .concurrency
+                .unwrap_or_else(|| worker::config::concurrency_for_memory(self.isolation.memory_per_job)),
             prefetch: self.prefetch,
             visibility_timeout: Duration::from_secs(self.visibility_timeout),
             max_attempts: self.max_attempts,
@@ -559,6 +566,7 @@ impl WorkerArgs {
             allow_empty_database: self.allow_empty_database,
             metrics_addr: self.metrics_addr.0,
             progress_interval: Duration::from_secs(self.progress_interval),
+            isolation: self.isolation.to_isolation(),
             spec,
         }
         .validated()

@@ -6,6 +6,7 @@
 mod admin;
 mod cli;
 mod flags;
+mod isolation;
 mod local;
 mod logging;
 mod repair;
@@ -20,7 +21,10 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format, matches!(cli.command, Command::Run(_)));
+    logging::init(
+        cli.log_format,
+        matches!(cli.command, Command::Run(_) | Command::TranscodeJob),
+    );
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { action, db, aws } => runtime()?.block_on(repair::dlq(action, &db, &aws)),
         Command::Requeue { ids, db, aws } => runtime()?.block_on(repair::requeue(&ids, &db, &aws)),
         Command::Healthcheck { metrics_addr } => Ok(serve::healthcheck(metrics_addr)),
+        Command::TranscodeJob => Ok(worker::isolate::serve_child()),
     }
 }
 

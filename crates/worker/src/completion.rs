@@ -28,9 +28,11 @@
 //!              "reason": "s3://bucket/originals/<id>.m4a: no video stream: it holds audio"}}
 //! ```
 //!
-//! `failure.class` is `input` (the upload cannot be processed), `gave_up`
-//! (transient failures on every allowed attempt) or `stranded` (no worker
-//! took it up); `failure.kind` is the stable name of the failure.
+//! `failure.class` is the row's `failure_kind`: `input` (the upload cannot
+//! be processed), `gave_up` (transient failures on every allowed attempt),
+//! `crashed` (its transcode crashed on every attempt), `over_memory` (it
+//! needs more than `MEMORY_PER_JOB`) or `stranded` (no worker took it up);
+//! `failure.kind` is the stable name of the failure.
 
 use serde::Serialize;
 use uuid::Uuid;

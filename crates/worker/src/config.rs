@@ -73,6 +73,8 @@ pub struct WorkerSettings {
     /// At most one progress write per job this often.
     pub progress_interval: Duration,
     /// The rendition.
+    /// Where each transcode runs.
+    pub isolation: crate::isolate::Isolation,
     pub spec: RenditionSpec,
 }
 
@@ -99,6 +101,7 @@ impl Default for WorkerSettings {
             allow_empty_database: false,
             metrics_addr: None,
             progress_interval: Duration::from_secs(5),
+            isolation: crate::isolate::Isolation::default(),
             spec: RenditionSpec::default(),
         }
     }
@@ -118,6 +121,11 @@ fn default_worker_id() -> String {
 /// twice that is left for the rest.
 const MEMORY_PER_JOB: u64 = 512 << 20;
 
+/// The default `MEMORY_PER_JOB`: the address space one transcode child may
+/// add above the program. Address space, not resident memory: it counts
+/// every thread's stack and glibc's reservations too.
+pub const DEFAULT_MEMORY_PER_JOB: u64 = 1536 << 20;
+
 /// One job per core, each with one core's threads, as long as the memory
 /// holds `MEMORY_PER_JOB` per job; at least one.
 ///
@@ -135,8 +143,24 @@ pub fn default_concurrency() -> usize {
     concurrency_for(cores(), total_memory())
 }
 
+/// [`default_concurrency`] for a `MEMORY_PER_JOB` address-space limit of
+/// `per_job` (0: none): the limit allows that much, while resident memory
+/// stays near `MEMORY_PER_JOB`, so the smaller of the two sizes jobs.
+pub fn concurrency_for_memory(per_job: u64) -> usize {
+    let resident = if per_job == 0 {
+        MEMORY_PER_JOB
+    } else {
+        per_job.min(MEMORY_PER_JOB)
+    };
+    concurrency_for_each(cores(), total_memory(), resident)
+}
+
 fn concurrency_for(cores: usize, memory: Option<u64>) -> usize {
-    let by_memory = memory.map_or(usize::MAX, |bytes| (bytes / MEMORY_PER_JOB) as usize);
+    concurrency_for_each(cores, memory, MEMORY_PER_JOB)
+}
+
+fn concurrency_for_each(cores: usize, memory: Option<u64>, per_job: u64) -> usize {
+    let by_memory = memory.map_or(usize::MAX, |bytes| (bytes / per_job.max(1)) as usize);
     cores.min(by_memory).max(1)
 }
 

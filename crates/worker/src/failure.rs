@@ -34,8 +34,16 @@ pub enum FailureClass {
     /// and the attempt is not the video's fault.
     Configuration,
     /// Anything else another attempt may fix (a full disk, an internal
-    /// FFmpeg failure, a panic).
+    /// FFmpeg failure).
     Transient,
+    /// The transcode crashed (its child process died of a signal or
+    /// panicked): a decoder bug the input triggers, most likely. It counts
+    /// against this video only; when its attempts are used up it fails as
+    /// `crashed`.
+    Crashed,
+    /// The transcode needed more memory than a job may use: a limit of the
+    /// input, final, stored as `over_memory`.
+    OverMemory,
     /// The worker is shutting down and the job was stopped: it is handed
     /// back at once and the attempt does not count.
     Interrupted,
@@ -53,6 +61,8 @@ impl FailureClass {
             FailureClass::Outage => "outage",
             FailureClass::Configuration => "configuration",
             FailureClass::Transient => "transient",
+            FailureClass::Crashed => "crashed",
+            FailureClass::OverMemory => "over_memory",
             FailureClass::Interrupted => "interrupted",
             FailureClass::ClaimLost => "claim_lost",
         }
@@ -74,11 +84,21 @@ pub enum FailureKind {
     GaveUp,
     /// No worker took it up, even after re-sends.
     Stranded,
+    /// Its transcode crashed on every allowed attempt.
+    Crashed,
+    /// Its transcode needed more memory than a job may use.
+    OverMemory,
 }
 
 impl FailureKind {
     /// Every kind, as the CHECK constraint lists them.
-    pub const ALL: [FailureKind; 3] = [FailureKind::Input, FailureKind::GaveUp, FailureKind::Stranded];
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Input,
+        FailureKind::GaveUp,
+        FailureKind::Stranded,
+        FailureKind::Crashed,
+        FailureKind::OverMemory,
+    ];
 
     /// The stored value.
     pub const fn as_str(self) -> &'static str {
@@ -86,16 +106,19 @@ impl FailureKind {
             FailureKind::Input => "input",
             FailureKind::GaveUp => "gave_up",
             FailureKind::Stranded => "stranded",
+            FailureKind::Crashed => "crashed",
+            FailureKind::OverMemory => "over_memory",
         }
     }
 
     /// Whether an operator's redrive may run the video again: a video
-    /// that gave up or was stranded may succeed later; an input that cannot
-    /// be processed never will.
+    /// that gave up or was stranded may succeed later, one that crashed
+    /// after an FFmpeg fix, one over the memory limit once it is raised; an
+    /// input that cannot be processed never will.
     pub const fn is_retryable(self) -> bool {
         match self {
             FailureKind::Input => false,
-            FailureKind::GaveUp | FailureKind::Stranded => true,
+            FailureKind::GaveUp | FailureKind::Stranded | FailureKind::Crashed | FailureKind::OverMemory => true,
         }
     }
 }

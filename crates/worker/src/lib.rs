@@ -104,6 +104,7 @@ pub mod completion;
 pub mod config;
 pub mod db;
 pub mod failure;
+pub mod isolate;
 pub mod message;
 pub mod queue;
 pub mod runner;

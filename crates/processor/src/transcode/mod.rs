@@ -38,7 +38,7 @@ use crate::spec::RenditionSpec;
 pub(crate) use self::rate::output_rate;
 
 /// What a finished transcode produced and what it cost.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     /// What the probe learnt about the input.
     pub input: MediaInfo,

@@ -13,6 +13,7 @@ mod binary;
 mod chaos;
 mod cli;
 mod events;
+mod isolation;
 mod kills;
 mod production;
 mod shutdown;

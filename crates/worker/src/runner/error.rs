@@ -6,6 +6,7 @@ use processor::ErrorClass;
 use crate::completion::PublishError;
 use crate::db::DbError;
 use crate::failure::FailureClass;
+use crate::isolate::ChildError;
 use crate::queue::QueueError;
 use crate::storage::StorageError;
 
@@ -32,6 +33,9 @@ pub enum JobError {
         /// What the processor said.
         source: processor::Error,
     },
+    /// The transcode in a child process failed.
+    #[error(transparent)]
+    Child(#[from] ChildError),
     /// The row points outside the originals prefix.
     #[error("original key {key:?} is outside {prefix:?}; refusing to read it")]
     ForeignKey {
@@ -43,7 +47,7 @@ pub enum JobError {
     /// No private working directory could be made.
     #[error("cannot create a working directory: {0}")]
     WorkDir(std::io::Error),
-    /// The transcode thread panicked.
+    /// The transcode thread panicked (in-process isolation).
     #[error("the transcode crashed: {0}")]
     Crashed(String),
     /// The worker is shutting down and the grace period is over.
@@ -66,9 +70,11 @@ impl JobError {
             JobError::Db(e) => e.class(),
             JobError::Queue(e) => e.class(),
             JobError::Publish(e) => e.class(),
-            JobError::Processor { source, .. } => processor_class(source),
+            JobError::Processor { source, .. } => processor_class(source.class()),
+            JobError::Child(e) => child_class(e),
             JobError::ForeignKey { .. } => FailureClass::Input,
-            JobError::WorkDir(_) | JobError::Crashed(_) | JobError::VisibilityCap => FailureClass::Transient,
+            JobError::Crashed(_) => FailureClass::Crashed,
+            JobError::WorkDir(_) | JobError::VisibilityCap => FailureClass::Transient,
             JobError::Shutdown => FailureClass::Interrupted,
             JobError::ClaimLost => FailureClass::ClaimLost,
         }
@@ -87,7 +93,7 @@ impl JobError {
     }
 
     /// A short stable name for logs.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             JobError::Storage(StorageError::NotFound { .. }) => "original_missing",
             JobError::Storage(StorageError::TooLarge { .. }) => "original_too_large",
@@ -96,6 +102,7 @@ impl JobError {
             JobError::Queue(_) => "queue",
             JobError::Publish(_) => "events",
             JobError::Processor { source, .. } => source.kind(),
+            JobError::Child(e) => e.kind(),
             JobError::ForeignKey { .. } => "foreign_key",
             JobError::WorkDir(_) => "work_dir",
             JobError::Crashed(_) => "crashed",
@@ -108,12 +115,27 @@ impl JobError {
 
 /// What a processor failure means for the job: a spec or asset that does
 /// not work is the worker's configuration, never the upload's fault.
-fn processor_class(e: &processor::Error) -> FailureClass {
-    match e.class() {
+fn processor_class(class: ErrorClass) -> FailureClass {
+    match class {
         ErrorClass::Input => FailureClass::Input,
         ErrorClass::Spec => FailureClass::Configuration,
         ErrorClass::Environment => FailureClass::Transient,
         ErrorClass::Timeout => FailureClass::Timeout,
+    }
+}
+
+/// What a child's end means for the job: a crash is the input's (this
+/// video's attempt only), a child that cannot start is the worker's
+/// configuration.
+fn child_class(e: &ChildError) -> FailureClass {
+    match e {
+        ChildError::Failed(failure) => processor_class(failure.class),
+        ChildError::Crashed { .. } => FailureClass::Crashed,
+        ChildError::OverMemory { .. } => FailureClass::OverMemory,
+        ChildError::OutputTooLarge { .. } => FailureClass::Input,
+        ChildError::Hung { .. } => FailureClass::Timeout,
+        ChildError::Killed { .. } | ChildError::Interrupted { .. } => FailureClass::Interrupted,
+        ChildError::Spawn { .. } | ChildError::Setup { .. } | ChildError::Protocol(_) => FailureClass::Configuration,
     }
 }
 

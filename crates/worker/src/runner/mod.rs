@@ -37,6 +37,7 @@ use self::workdir::WorkRoot;
 use crate::completion::Publisher;
 use crate::config::WorkerSettings;
 use crate::db::Db;
+use crate::isolate::Isolation;
 use crate::queue::{Queue, Received};
 use crate::shutdown::Shutdown;
 use crate::storage::Storage;
@@ -84,6 +85,10 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
+    /// Transcode children cannot start, or (`SANDBOX=required`) cannot
+    /// confine themselves fully.
+    #[error("transcodes in a child process: {0}")]
+    Isolation(#[from] crate::isolate::ChildError),
     /// A setting, or an asset of the rendition, cannot be used.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -197,6 +202,7 @@ impl Runner {
             self.listener = Some(listener);
         }
         processor::check_spec(&self.settings.spec).map_err(crate::config::ConfigError::from)?;
+        let isolation = self.check_isolation().await?;
         self.db.check().await?;
         let info = self.queue.inspect().await?;
         self.storage.check().await?;
@@ -214,6 +220,7 @@ impl Runner {
             worker = %self.settings.worker_id,
             concurrency = self.settings.concurrency,
             threads_per_job = self.settings.spec.threads,
+            isolation,
             visibility_timeout_s = self.settings.visibility_timeout.as_secs(),
             max_attempts = self.settings.max_attempts,
             queue = self.queue.url(),
@@ -225,6 +232,26 @@ impl Runner {
             "worker ready"
         );
         Ok(self)
+    }
+
+    /// Starts one transcode child that only confines itself: children
+    /// start at all, and the log and `/metrics` say which sandbox layers
+    /// are in force. `SANDBOX=required` makes a missing layer fatal (the
+    /// child refuses, naming the layers it has).
+    async fn check_isolation(&self) -> Result<String, StartError> {
+        let Isolation::Child(child) = &self.settings.isolation else {
+            self.stats.sandbox(None);
+            return Ok("in-process (no sandbox)".to_owned());
+        };
+        let layers = child.check(&self.settings.spec).await?;
+        self.stats.sandbox(Some(&layers));
+        if !layers.complete() {
+            tracing::warn!(
+                sandbox = layers.describe(),
+                "the transcode sandbox lacks layers this kernel does not offer; SANDBOX=required would refuse to start"
+            );
+        }
+        Ok(format!("child, sandbox: {}", layers.describe()))
     }
 
     /// Refuses a redrive policy that would dead-letter videos with attempts

@@ -36,6 +36,8 @@ impl Runner {
                 FailureClass::Input
                 | FailureClass::Timeout
                 | FailureClass::Transient
+                | FailureClass::Crashed
+                | FailureClass::OverMemory
                 | FailureClass::Interrupted
                 | FailureClass::ClaimLost => false,
             };

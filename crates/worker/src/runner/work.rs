@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use processor::{CancelFlag, Report};
+use processor::{CancelFlag, Progress, Report};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -14,6 +14,8 @@ use super::progress::RowProgress;
 use super::stop::JobStop;
 use super::{JobError, Runner};
 use crate::db::Phase;
+use crate::isolate::Isolation;
+use crate::isolate::protocol::Job;
 use crate::telemetry::Stage;
 
 /// What a finished transcode left to record.
@@ -189,9 +191,34 @@ impl Work<'_> {
         Ok(bytes)
     }
 
-    /// Runs the processor on a blocking thread; the job's stop token
-    /// cancels it within a frame.
+    /// Runs the processor as the worker's isolation says: in a sandboxed
+    /// child, killed when the job's stop token is cancelled, or on a
+    /// blocking thread, cancelled within a frame.
     async fn transcode(&self, key: &str, input: &Path, output: &Path) -> Result<Report, JobError> {
+        let original = format!("s3://{}/{key}", self.runner.storage.bucket());
+        let on_progress = report_progress(Arc::clone(self.progress));
+        let child = match &self.runner.settings.isolation {
+            Isolation::Child(child) => child,
+            Isolation::InProcess => return self.in_process(original, input, output, on_progress).await,
+        };
+        let job = Job {
+            input: input.to_owned(),
+            output: output.to_owned(),
+            name: original,
+            spec: self.runner.settings.spec.clone(),
+        };
+        let job_dir = input.parent().unwrap_or(input);
+        Ok(child.transcode(job, job_dir, on_progress, &self.stop.token).await?)
+    }
+
+    /// The transcode on a blocking thread of this process.
+    async fn in_process(
+        &self,
+        original: String,
+        input: &Path,
+        output: &Path,
+        on_progress: impl FnMut(Progress) + Send + 'static,
+    ) -> Result<Report, JobError> {
         let flag = CancelFlag::new();
         let watcher = {
             let (flag, token) = (flag.clone(), self.stop.token.clone());
@@ -202,36 +229,14 @@ impl Work<'_> {
         };
         let spec = self.runner.settings.spec.clone();
         let (input, output) = (input.to_owned(), output.to_owned());
-        let progress = Arc::clone(self.progress);
-        let transcode = tokio::task::spawn_blocking(move || {
-            let mut next = 0.25;
-            processor::process(
-                &input,
-                &output,
-                &spec,
-                |p| {
-                    progress.transcoding(p.fraction());
-                    if p.fraction() >= next {
-                        tracing::debug!(
-                            percent = (p.fraction() * 100.0).round(),
-                            frames = p.frames,
-                            "transcoding"
-                        );
-                        next += 0.25;
-                    }
-                },
-                &flag,
-            )
-        })
-        .in_current_span()
-        .await;
+        let transcode =
+            tokio::task::spawn_blocking(move || processor::process(&input, &output, &spec, on_progress, &flag))
+                .in_current_span()
+                .await;
         watcher.abort();
         match transcode {
             Ok(Ok(report)) => Ok(report),
-            Ok(Err(source)) => Err(JobError::Processor {
-                original: format!("s3://{}/{key}", self.runner.storage.bucket()),
-                source,
-            }),
+            Ok(Err(source)) => Err(JobError::Processor { original, source }),
             Err(join) => Err(JobError::Crashed(join.to_string())),
         }
     }
@@ -252,6 +257,23 @@ impl Work<'_> {
             delete_unrecorded(runner, key).await;
         }
         uploaded
+    }
+}
+
+/// The progress callback of a transcode: the row's progress, and a debug
+/// line every quarter.
+fn report_progress(progress: Arc<RowProgress>) -> impl FnMut(Progress) + Send + 'static {
+    let mut next = 0.25;
+    move |p: Progress| {
+        progress.transcoding(p.fraction());
+        if p.fraction() >= next {
+            tracing::debug!(
+                percent = (p.fraction() * 100.0).round(),
+                frames = p.frames,
+                "transcoding"
+            );
+            next += 0.25;
+        }
     }
 }
 

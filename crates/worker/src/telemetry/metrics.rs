@@ -50,6 +50,11 @@ pub(crate) struct ClassLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LayerLabels {
+    pub layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
     commit: String,
@@ -94,6 +99,7 @@ pub(crate) struct Metrics {
     pub configuration_errors: Counter,
     pub reconciled: Family<ActionLabels, Counter>,
     pub publish_failures: Family<ClassLabels, Counter>,
+    pub sandbox: Family<LayerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -111,6 +117,7 @@ impl Default for Metrics {
             configuration_errors: Counter::default(),
             reconciled: Family::default(),
             publish_failures: Family::default(),
+            sandbox: Family::default(),
         }
     }
 }
@@ -178,6 +185,12 @@ impl Metrics {
             "Completion events that could not be published when their outcome was recorded (left in the outbox \
              for the reconciler), by failure class (outage, configuration)",
             self.publish_failures.clone(),
+        );
+        r.register(
+            "sandbox_layer",
+            "Whether each layer of the transcode children's sandbox is in force (1) or not (0): limits, \
+             capabilities, landlock, seccomp; none of them when transcodes run in the worker's process",
+            self.sandbox.clone(),
         );
         r.register(
             "build",

@@ -103,6 +103,25 @@ impl Stats {
         }
     }
 
+    /// The sandbox layers the transcode children run in (`None`: in the
+    /// worker's process, none).
+    pub fn sandbox(&self, layers: Option<&crate::isolate::sandbox::Layers>) {
+        let on = |b: bool| i64::from(b);
+        let layers = layers.copied().unwrap_or_default();
+        let full_landlock = layers.landlock == crate::isolate::sandbox::Coverage::Full;
+        for (layer, value) in [
+            ("limits", on(layers.limits)),
+            ("capabilities", on(layers.capabilities)),
+            ("landlock", on(full_landlock)),
+            ("seccomp", on(layers.seccomp)),
+        ] {
+            self.metrics
+                .sandbox
+                .get_or_create(&metrics::LayerLabels { layer: layer.into() })
+                .set(value);
+        }
+    }
+
     /// Jobs running now, out of `slots`.
     pub fn jobs_running(&self, running: usize, slots: usize) {
         self.metrics.in_flight.set(running as i64);

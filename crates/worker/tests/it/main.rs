@@ -13,6 +13,7 @@ mod crashes;
 mod faults;
 mod platform;
 mod reliability;
+mod sandbox;
 mod schema;
 mod settlement;
 mod worker;

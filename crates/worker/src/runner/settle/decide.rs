@@ -226,6 +226,7 @@ pub(crate) fn decide(outcome: &Outcome, facts: &Facts) -> Settlement {
         Outcome::DiedRepeatedly => {
             let attempts = facts.claim.as_ref().map_or(0, |c| c.counted_attempts).saturating_sub(1);
             give_up(
+                FailureKind::GaveUp,
                 format!("gave up after {attempts} attempts: the worker stopped during each (killed or out of memory?)"),
                 "died",
                 facts,
@@ -248,6 +249,8 @@ fn decide_claim_failure(e: &JobError, facts: &Facts) -> Settlement {
             | FailureClass::Timeout
             | FailureClass::Outage
             | FailureClass::Transient
+            | FailureClass::Crashed
+            | FailureClass::OverMemory
             | FailureClass::ClaimLost,
         ) => (backoff(facts.retry_backoff, facts.receive_count), false),
     };
@@ -264,14 +267,14 @@ fn decide_failure(e: &JobError, facts: &Facts) -> Settlement {
     let (reason, kind) = (e.to_string(), e.kind());
     let attempts = facts.claim.as_ref().map_or(1, |c| c.counted_attempts);
     let timed_out_before = facts.claim.as_ref().is_some_and(|c| c.timeouts > 0);
-    let fail_input = || {
+    let fail_for_good = |stored| {
         let told = Told::Failed {
             kind: kind.to_owned(),
             reason: reason.clone(),
             permanent: true,
         };
         let row = RowAction::Fail {
-            kind: FailureKind::Input,
+            kind: stored,
             reason: reason.clone(),
             error_kind: kind.to_owned(),
         };
@@ -301,29 +304,41 @@ fn decide_failure(e: &JobError, facts: &Facts) -> Settlement {
             };
             settlement(row, MessageAction::Retry(Duration::ZERO), Told::Released, facts)
         }
-        FailureClass::Input => fail_input(),
+        FailureClass::Input => fail_for_good(FailureKind::Input),
+        FailureClass::OverMemory => fail_for_good(FailureKind::OverMemory),
         // A job over the time limit may have met a slow machine: it gets
         // one more attempt; a second timeout is the input's fault.
-        FailureClass::Timeout if timed_out_before => fail_input(),
+        FailureClass::Timeout if timed_out_before => fail_for_good(FailureKind::Input),
         FailureClass::Configuration => release(Attempt::Uncounted, facts.configuration_delay, true),
+        FailureClass::Crashed if attempts >= facts.max_attempts => give_up(
+            FailureKind::Crashed,
+            format!("gave up after {attempts} attempts: {reason}"),
+            kind,
+            facts,
+        ),
         FailureClass::Timeout | FailureClass::Outage | FailureClass::Transient if attempts >= facts.max_attempts => {
-            give_up(format!("gave up after {attempts} attempts: {reason}"), kind, facts)
+            give_up(
+                FailureKind::GaveUp,
+                format!("gave up after {attempts} attempts: {reason}"),
+                kind,
+                facts,
+            )
         }
         FailureClass::Timeout => release(Attempt::TimedOut, backoff(facts.retry_backoff, attempts), false),
-        FailureClass::Outage | FailureClass::Transient => {
+        FailureClass::Outage | FailureClass::Transient | FailureClass::Crashed => {
             release(Attempt::Counted, backoff(facts.retry_backoff, attempts), false)
         }
     }
 }
 
-fn give_up(reason: String, kind: &str, facts: &Facts) -> Settlement {
+fn give_up(stored: FailureKind, reason: String, kind: &str, facts: &Facts) -> Settlement {
     let told = Told::Failed {
         kind: kind.to_owned(),
         reason: reason.clone(),
         permanent: false,
     };
     let row = RowAction::Fail {
-        kind: FailureKind::GaveUp,
+        kind: stored,
         reason: reason.clone(),
         error_kind: kind.to_owned(),
     };

@@ -354,3 +354,63 @@ fn nothing_is_announced_when_events_go_nowhere() {
     assert!(!decide(&Outcome::Done, &quiet).announce);
     assert!(!decide(&Outcome::Failed(missing()), &quiet).announce);
 }
+
+fn crashed() -> JobError {
+    JobError::Child(crate::isolate::ChildError::Crashed {
+        name: "s3://b/k".into(),
+        how: "killed by SIGSEGV".into(),
+    })
+}
+
+fn over_memory() -> JobError {
+    JobError::Child(crate::isolate::ChildError::OverMemory {
+        name: "s3://b/k".into(),
+        limit: 150 << 20,
+    })
+}
+
+#[test]
+fn a_crash_is_retried_as_an_attempt_of_its_video_then_failed_as_crashed() {
+    let first = decide(&Outcome::Failed(crashed()), &on_attempt(1));
+    assert!(
+        matches!(
+            first.row,
+            RowAction::Release {
+                attempt: Attempt::Counted,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert!(matches!(first.message, MessageAction::Retry(_)), "{first:?}");
+    let last = decide(&Outcome::Failed(crashed()), &on_attempt(3));
+    assert!(
+        matches!(
+            last.row,
+            RowAction::Fail {
+                kind: FailureKind::Crashed,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+    assert!(matches!(last.message, MessageAction::DeadLetter(_)), "{last:?}");
+    assert!(last.announce);
+}
+
+#[test]
+fn a_job_over_its_memory_fails_at_once_as_over_memory() {
+    let s = decide(&Outcome::Failed(over_memory()), &on_attempt(1));
+    assert!(
+        matches!(
+            s.row,
+            RowAction::Fail {
+                kind: FailureKind::OverMemory,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    assert_eq!(s.message, MessageAction::Delete);
+    assert!(matches!(s.told, Told::Failed { permanent: true, .. }), "{s:?}");
+}

@@ -135,6 +135,7 @@ impl Stack {
                 threads: 1,
                 ..RenditionSpec::default()
             },
+            isolation: isolation(),
             ..WorkerSettings::default()
         }
     }
@@ -310,13 +311,28 @@ impl Stack {
     /// What the platform's API does for an upload: the original under
     /// `originals/`, a pending row, a job message.
     pub async fn submit(&self, name: &str) -> Uuid {
+        self.submit_file(&fixture(name)).await
+    }
+
+    /// [`Stack::submit`] of an upload made of `bytes` (a hostile file made
+    /// on the spot).
+    pub async fn submit_bytes(&self, bytes: &[u8]) -> Uuid {
+        let path = self
+            .work_dir
+            .path()
+            .join(format!("upload-{}.bin", Uuid::new_v4().simple()));
+        std::fs::write(&path, bytes).expect("write the upload");
+        self.submit_file(&path).await
+    }
+
+    async fn submit_file(&self, file: &Path) -> Uuid {
         let id = Uuid::new_v4();
-        let ext = Path::new(name)
+        let ext = file
             .extension()
             .map_or("bin".into(), |e| e.to_string_lossy().to_lowercase());
         let key = format!("originals/{id}.{ext}");
         self.storage
-            .upload(&fixture(name), &key, "application/octet-stream")
+            .upload(file, &key, "application/octet-stream")
             .await
             .expect("upload the original");
         self.db.insert_pending(id, &key).await.expect("insert the row");
@@ -642,4 +658,20 @@ pub fn of_video(events: &[serde_json::Value], id: Uuid) -> Vec<&serde_json::Valu
         .iter()
         .filter(|e| e["video_id"] == serde_json::Value::String(id.to_string()))
         .collect()
+}
+
+/// How the workers of these tests run transcodes: in-process in the worker
+/// library's own tests (there is no binary to start), in sandboxed children
+/// of the real binary where these helpers are compiled into the binary's
+/// tests, exactly as `vidworker run` does.
+pub fn isolation() -> worker::isolate::Isolation {
+    match option_env!("CARGO_BIN_EXE_vidworker") {
+        Some(program) => worker::isolate::Isolation::Child(worker::isolate::ChildSettings {
+            program: program.into(),
+            args: vec!["transcode-job".into()],
+            memory: Some(worker::config::DEFAULT_MEMORY_PER_JOB),
+            require_sandbox: false,
+        }),
+        None => worker::isolate::Isolation::InProcess,
+    }
 }
