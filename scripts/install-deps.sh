@@ -24,6 +24,8 @@ PROMETHEUS_CLIENT_VERSION=0.21.1
 CFN_LINT_VERSION=1.58.0
 # Drives Debian's chromium through chromium-driver (crates/testkit/browser.py).
 SELENIUM_VERSION=4.51.0
+# Parses the HLS playlists the renditions tests write, as a player would.
+M3U8_VERSION=6.0.0
 PIP_REQUIREMENTS=(
     "moto[s3,sqs,sns]==$MOTO_VERSION"
     "flask==$FLASK_VERSION"
@@ -31,7 +33,12 @@ PIP_REQUIREMENTS=(
     "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
     "cfn-lint==$CFN_LINT_VERSION"
     "selenium==$SELENIUM_VERSION"
+    "m3u8==$M3U8_VERSION"
 )
+# hls.js, the player the HLS browser test drives: the npm registry's
+# tarball, checked against the registry's integrity hash.
+HLSJS_VERSION=1.6.19
+HLSJS_INTEGRITY=sha512-A//aZeaAgM5rgUCbTURD4gkfyw5Uag2/4Jky7CfDOukL/DN+P5DjbgK2BYteyP3/KnCkPfkGVkbLxQG2T0AbUQ==
 
 APT_PACKAGES=(
     libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
@@ -91,12 +98,12 @@ else
     PYTHON="$(command -v python3)"
 fi
 
-want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION"
+want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION m3u8=$M3U8_VERSION"
 have=""
 if [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/python" ]]; then
     have="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
 from importlib.metadata import version
-print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')}")
+print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')} m3u8={version('m3u8')}")
 EOF
 )"
 fi
@@ -114,6 +121,31 @@ else
         echo "error: $VENV/bin/moto_server is still missing after pip install" >&2
         exit 1
     fi
+fi
+
+# --- hls.js -----------------------------------------------------------------
+HLSJS="$VENV/share/hls.js/hls.min.js"
+if [[ -f "$HLSJS" && "$(cat "$HLSJS.version" 2>/dev/null)" == "$HLSJS_VERSION" ]]; then
+    step "hls.js: $HLSJS_VERSION in $HLSJS"
+else
+    step "hls.js: fetching $HLSJS_VERSION from the npm registry"
+    "$VENV/bin/python" - "$HLSJS_VERSION" "$HLSJS_INTEGRITY" "$HLSJS" <<'PY'
+import base64, hashlib, io, os, sys, tarfile, urllib.request
+version, integrity, dest = sys.argv[1:]
+url = f"https://registry.npmjs.org/hls.js/-/hls.js-{version}.tgz"
+data = urllib.request.urlopen(url, timeout=120).read()
+algo, digest = integrity.split("-", 1)
+if base64.b64encode(hashlib.new(algo, data).digest()).decode() != digest:
+    sys.exit(f"error: {url} does not match its integrity {integrity}")
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    js = tar.extractfile("package/dist/hls.min.js").read()
+os.makedirs(os.path.dirname(dest), exist_ok=True)
+with open(dest + ".part", "wb") as f:
+    f.write(js)
+os.replace(dest + ".part", dest)
+with open(dest + ".version", "w") as f:
+    f.write(version)
+PY
 fi
 
 # --- Rust -----------------------------------------------------------------

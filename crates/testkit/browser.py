@@ -3,6 +3,13 @@
 what the page saw as one JSON object on stdout.
 
     browser.py --video PATH_OR_URL [--poster PATH_OR_URL] [--pixel X,Y]
+    browser.py --hls DIR_OR_URL --hls-js PATH
+
+The second form plays an HLS ladder with hls.js (a local directory holding
+master.m3u8, or the URL of a master playlist): hls.js starts on the lowest
+level, is switched to the highest after a second of playback, and plays to
+the end; the page reports the levels the master playlist declared and those
+fragments were loaded from.
 
 The page is served on 127.0.0.1 by a small HTTP server that answers Range
 requests the way S3 does (206 Partial Content, Accept-Ranges): Chromium can
@@ -156,6 +163,67 @@ const loadPoster = () => new Promise((resolve) => {
 """
 
 
+# The HLS scenario: hls.js is loaded into the page first (its <script> is
+# added by main()).
+SCENARIO_HLS = r"""
+const [src, stepMs, done] = arguments;
+const r = {levels: null, fragLevels: [], error: null, ended: false};
+const v = document.createElement('video');
+v.muted = true;
+v.playsInline = true;
+document.body.appendChild(v);
+const fragLevels = new Set();
+const until = (cond, what) => new Promise((resolve, reject) => {
+  const started = performance.now();
+  const tick = () => {
+    if (r.error) return reject(new Error(r.error));
+    if (cond()) return resolve();
+    if (performance.now() - started > stepMs) {
+      return reject(new Error(`timed out after ${stepMs} ms waiting for ${what} ` +
+        `(currentTime ${v.currentTime.toFixed(3)}, readyState ${v.readyState})`));
+    }
+    setTimeout(tick, 20);
+  };
+  tick();
+});
+v.addEventListener('error', () => {
+  const e = v.error;
+  r.error = e ? `MediaError ${e.code}: ${e.message}` : 'MediaError (no details)';
+});
+(async () => {
+  try {
+    if (!window.Hls || !Hls.isSupported()) throw new Error('hls.js is not supported here');
+    const hls = new Hls({startLevel: 0, capLevelToPlayerSize: false, enableWorker: false});
+    hls.on(Hls.Events.MANIFEST_PARSED, (_e, d) => {
+      r.levels = d.levels.map(l => ({width: l.width, height: l.height, bitrate: l.bitrate,
+                                     codecs: l.videoCodec || l.codecSet || null}));
+    });
+    hls.on(Hls.Events.FRAG_LOADED, (_e, d) => fragLevels.add(d.frag.level));
+    hls.on(Hls.Events.ERROR, (_e, d) => {
+      if (d.fatal) r.error = `hls.js fatal ${d.type}: ${d.details}`;
+    });
+    hls.loadSource(src);
+    hls.attachMedia(v);
+    await until(() => r.levels !== null, 'the master playlist');
+    await until(() => v.readyState >= 1, 'the metadata');
+    await v.play();
+    await until(() => v.currentTime > 1, 'playback past 1 s');
+    const top = r.levels.length - 1;
+    hls.nextLevel = top;
+    await until(() => fragLevels.has(top), `a fragment of level ${top}`);
+    await until(() => v.ended, 'the end of playback');
+    r.ended = true;
+    r.duration = v.duration;
+    r.currentTime = v.currentTime;
+  } catch (e) {
+    r.error = r.error || String(e.message || e);
+  }
+  r.fragLevels = Array.from(fragLevels).sort((a, b) => a - b);
+  done(r);
+})();
+"""
+
+
 class RangeHandler(SimpleHTTPRequestHandler):
     """Serves one directory with byte ranges, as S3 serves objects, plus the
     test page at /__page.html."""
@@ -246,10 +314,14 @@ def located(value, base, served):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--video", required=True)
+    ap.add_argument("--video")
+    ap.add_argument("--hls", help="a directory with master.m3u8, or a master playlist's URL")
+    ap.add_argument("--hls-js", help="hls.min.js (scripts/install-deps.sh fetches it)")
     ap.add_argument("--poster")
     ap.add_argument("--pixel", help="X,Y of a pixel to read at every step")
     args = ap.parse_args()
+    if bool(args.video) == bool(args.hls) or (args.hls and not args.hls_js):
+        ap.error("give --video, or --hls with --hls-js")
 
     try:
         from selenium import webdriver
@@ -267,7 +339,15 @@ def main():
         os.mkdir(served)
         server = serve(served)
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        video = located(args.video, base, served)
+        if args.hls:
+            shutil.copyfile(args.hls_js, os.path.join(served, "hls.min.js"))
+            if re.match(r"^https?://", args.hls):
+                master = args.hls
+            else:
+                shutil.copytree(args.hls, os.path.join(served, "hls"))
+                master = f"{base}/hls/master.m3u8"
+        else:
+            video = located(args.video, base, served)
         poster = located(args.poster, base, served)
         pixel = [int(p) for p in args.pixel.split(",")] if args.pixel else None
 
@@ -298,11 +378,19 @@ def main():
         try:
             driver.set_script_timeout(STEP_MS * 12 / 1000)
             driver.get(f"{base}/__page.html")
-            result = driver.execute_async_script(SCENARIO, video, poster, pixel, STEP_MS)
+            if args.hls:
+                driver.execute_async_script(
+                    "const done = arguments[0]; const s = document.createElement('script');"
+                    "s.src = '/hls.min.js'; s.onload = () => done(true); s.onerror = () => done(false);"
+                    "document.head.appendChild(s);"
+                )
+                result = driver.execute_async_script(SCENARIO_HLS, master, STEP_MS)
+            else:
+                result = driver.execute_async_script(SCENARIO, video, poster, pixel, STEP_MS)
         finally:
             driver.quit()
             server.shutdown()
-    result["video"] = args.video
+    result["video"] = args.video or args.hls
     json.dump(result, sys.stdout)
     print()
     return 0

@@ -55,9 +55,14 @@ impl Graph {
             let kind = if s.audio { "abuffer" } else { "buffer" };
             g.add(&find(kind)?, &s.name, &s.args)?;
         }
-        g.add(&find("buffersink")?, pad::OUT_V, "")?;
-        if let Some(mut sink) = g.get(pad::OUT_V) {
-            sink.set_pixel_format(format::Pixel::YUV420P);
+        let video_sinks: Vec<String> = std::iter::once(pad::OUT_V.to_owned())
+            .chain((1..=plan.outputs.further().len()).map(pad::rung))
+            .collect();
+        for sink in &video_sinks {
+            g.add(&find("buffersink")?, sink, "")?;
+            if let Some(mut ctx) = g.get(sink) {
+                ctx.set_pixel_format(format::Pixel::YUV420P);
+            }
         }
         if plan.audio_end.is_some() {
             g.add(&find("abuffersink")?, pad::OUT_A, "")?;
@@ -73,7 +78,9 @@ impl Graph {
             for s in &sources[1..] {
                 parser = parser.output(&s.name, 0)?;
             }
-            parser = parser.input(pad::OUT_V, 0)?;
+            for sink in &video_sinks {
+                parser = parser.input(sink, 0)?;
+            }
             if plan.audio_end.is_some() {
                 parser = parser.input(pad::OUT_A, 0)?;
             }

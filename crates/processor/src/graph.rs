@@ -12,9 +12,20 @@
 //! [intro][main][outro] concat → [out_v]          (audio: [main_a] → [out_a])
 //! ```
 //!
-//! Every stage is computed for the plan's primary output size, the only
-//! one today ([`Outputs`]). A rendition ladder will split `[out_v]` into
-//! one scale per further size, after these shared stages.
+//! Every stage is computed for the plan's primary output size
+//! ([`Outputs`]). A rendition ladder splits the finished primary picture
+//! into one downscale per further size, after every shared stage:
+//!
+//! ```text
+//! … → [ladder_v] split → [out_v]                    (the primary)
+//!                      → scale=640:360 → [out_v1]   (each further size)
+//! ```
+//!
+//! Scaling the finished picture (letterbox, watermark and cards included)
+//! costs one small scale per rung, and keeps the watermark where it is on
+//! every size; fitting and watermarking each size from the source would
+//! cost a second full-size scale and overlay per rung for a logo a few
+//! pixels sharper on a phone's 360p.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -240,9 +251,8 @@ impl Sources {
 
 /// The picture sizes the graph delivers, primary first; never empty.
 ///
-/// One today, the spec's size. A rendition ladder (720p and 360p from one
-/// decode) will add more: every stage of the graph is computed for the
-/// primary output and shared, and the ladder splits after them.
+/// Every stage of the graph is computed for the primary output and shared;
+/// the ladder's further sizes are scaled from it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Outputs {
     sizes: Vec<Size>,
@@ -250,8 +260,21 @@ pub(crate) struct Outputs {
 
 impl Outputs {
     /// A single output of this size.
+    #[cfg(test)]
     pub(crate) fn single(size: Size) -> Self {
         Outputs { sizes: vec![size] }
+    }
+
+    /// The primary output and the further sizes after it.
+    pub(crate) fn with_ladder(primary: Size, further: impl IntoIterator<Item = Size>) -> Self {
+        let mut sizes = vec![primary];
+        sizes.extend(further);
+        Outputs { sizes }
+    }
+
+    /// The further sizes, in the order of their sinks (`out_v1`, …).
+    pub(crate) fn further(&self) -> &[Size] {
+        &self.sizes[1..]
     }
 
     /// The output the shared stages (fitting, watermark, cards) are
@@ -281,7 +304,10 @@ impl Plan {
     /// filter tone mapping needs (FFmpeg built with zimg); without it HDR
     /// goes through the plain path, washed out but watchable.
     pub(crate) fn new(spec: &RenditionSpec, sources: &Sources, rate: Fraction, zscale: bool) -> Plan {
-        let outputs = Outputs::single(Size::new(spec.width, spec.height));
+        let outputs = Outputs::with_ladder(
+            Size::new(spec.width, spec.height),
+            spec.ladder.iter().map(|r| Size::new(r.width, r.height)),
+        );
         let out = outputs.primary();
         let fitting = |v: &SourceVideo| {
             Fitting::new(v.display, out, spec.fit, v.transform)
@@ -331,8 +357,15 @@ pub(crate) mod pad {
     pub const WATERMARK: &str = "wm";
     pub const OUT_V: &str = "out_v";
     pub const OUT_A: &str = "out_a";
+    /// Where the finished primary picture goes before the ladder's split.
+    pub const LADDER_V: &str = "ladder_v";
 
     use super::CardSlot;
+
+    /// The sink of the ladder's `n`-th further size (from 1).
+    pub fn rung(n: usize) -> String {
+        format!("{OUT_V}{n}")
+    }
 
     /// The source a card reads from: `<name>_img` for an image, `<name>_v`
     /// for a clip.
@@ -362,7 +395,41 @@ impl Plan {
         } else if g.ends_with(';') {
             g.pop();
         }
+        self.write_ladder(&mut g);
         g
+    }
+
+    /// The label the finished primary picture gets: its sink, or the
+    /// ladder's split.
+    fn finished_v(&self) -> &'static str {
+        if self.outputs.further().is_empty() {
+            pad::OUT_V
+        } else {
+            pad::LADDER_V
+        }
+    }
+
+    /// The ladder: the finished picture split, one downscale per further
+    /// size.
+    fn write_ladder(&self, g: &mut String) {
+        let further = self.outputs.further();
+        if further.is_empty() {
+            return;
+        }
+        let _ = write!(g, ";[{}]split={}[{}]", pad::LADDER_V, further.len() + 1, pad::OUT_V);
+        for n in 1..=further.len() {
+            let _ = write!(g, "[rung{n}]");
+        }
+        for (i, size) in further.iter().enumerate() {
+            let n = i + 1;
+            let _ = write!(
+                g,
+                ";[rung{n}]scale=w={}:h={}:flags=bicubic,setsar=1,format=yuv420p[{}]",
+                size.w,
+                size.h,
+                pad::rung(n)
+            );
+        }
     }
 
     fn has_cards(&self) -> bool {
@@ -390,7 +457,7 @@ impl Plan {
                 wm.y
             );
         }
-        let label = if self.has_cards() { "main" } else { pad::OUT_V };
+        let label = if self.has_cards() { "main" } else { self.finished_v() };
         let _ = write!(g, ",format=yuv420p[{label}];");
     }
 
@@ -463,7 +530,7 @@ impl Plan {
                 let _ = write!(g, "[{sound}]");
             }
         }
-        let _ = write!(g, "concat=n={n}:v=1:a={}[{}]", u8::from(audio), pad::OUT_V);
+        let _ = write!(g, "concat=n={n}:v=1:a={}[{}]", u8::from(audio), self.finished_v());
         if audio {
             let _ = write!(g, "[{}]", pad::OUT_A);
         }
@@ -471,208 +538,4 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::{Card, CardContent};
-
-    const HD: Size = Size::new(1280, 720);
-    const FPS30: Fraction = Fraction { num: 30, den: 1 };
-
-    /// An upright, square-pixel SDR 1080p source.
-    fn upright_hd() -> SourceVideo {
-        SourceVideo {
-            display: Size::new(1920, 1080),
-            transform: Transform::Identity,
-            hdr: false,
-            colour: SourceColour::BT709_TV,
-        }
-    }
-
-    /// Just the main video: no audio, watermark image or cards.
-    fn sources(main: SourceVideo) -> Sources {
-        Sources {
-            main,
-            audio: false,
-            watermark: None,
-            intro: None,
-            outro: None,
-        }
-    }
-
-    #[test]
-    fn a_portrait_phone_clip_is_pillarboxed_upright() {
-        // 1920x1080 coded, rotated 90°: shown as 1080x1920.
-        let f = Fitting::new(Size::new(1080, 1920), HD, Fit::Pad, Transform::Clock);
-        // Shown as 406x720 (even), so scaled to 720x406 before the turn.
-        assert_eq!((f.scale.w, f.scale.h), (720, 406));
-        let chain = f.chain(Fraction { num: 30, den: 1 }, HD);
-        assert!(chain.starts_with("fps=30,scale=w=720:h=406"), "{chain}");
-        assert!(chain.contains("transpose=clock,setsar=1,pad=1280:720"), "{chain}");
-    }
-
-    #[test]
-    fn a_bt601_source_changes_matrix_on_the_small_picture_before_the_bars() {
-        let sd = Size::new(720, 576);
-        let colour = SourceColour::new(None, false, sd);
-        let f = Fitting::new(Size::new(1024, 576), HD, Fit::Pad, Transform::Identity).with_colour(colour);
-        let chain = f.chain(Fraction { num: 25, den: 1 }, HD);
-        let scale = chain.find("scale=w=1280:h=720").expect("scale");
-        let matrix = chain.find(",colorspace=").expect("a matrix conversion");
-        let pad = chain.find(",pad=").expect("pad");
-        assert!(scale < matrix && matrix < pad, "{chain}");
-        // A BT.709 source gets no conversion at all.
-        let f = f.with_colour(SourceColour::BT709_TV);
-        assert!(!f.chain(Fraction { num: 25, den: 1 }, HD).contains("colorspace"));
-    }
-
-    #[test]
-    fn anamorphic_pal_fills_the_frame_and_fill_mode_covers_it() {
-        // 720x576 with SAR 64:45 is shown as 1024x576 = 16:9.
-        let f = Fitting::new(Size::new(1024, 576), HD, Fit::Pad, Transform::Identity);
-        assert_eq!((f.scale.w, f.scale.h), (1280, 720));
-        // A 4:3 picture in fill mode covers the width and is cropped.
-        let f = Fitting::new(Size::new(640, 480), HD, Fit::Fill, Transform::Identity);
-        assert_eq!((f.scale.w, f.scale.h), (1280, 960));
-        assert!(f.chain(Fraction { num: 25, den: 1 }, HD).ends_with("crop=1280:720"));
-    }
-
-    #[test]
-    fn odd_and_tiny_sizes_stay_even_and_inside_the_frame() {
-        let f = Fitting::new(Size::new(639, 359), HD, Fit::Pad, Transform::Identity);
-        assert_eq!(f.scale.w % 2, 0);
-        assert_eq!(f.scale.h % 2, 0);
-        assert!(f.scale.w <= 1280 && f.scale.h <= 720);
-        let f = Fitting::new(Size::new(64, 64), HD, Fit::Pad, Transform::Identity);
-        assert_eq!((f.scale.w, f.scale.h), (720, 720));
-    }
-
-    #[test]
-    fn watermark_sits_in_its_corner_with_its_margin() {
-        let spec = Watermark::default();
-        let wm = WatermarkPlacement::new(Size::new(512, 512), HD, &spec);
-        assert_eq!((wm.w, wm.h), (128, 128));
-        assert_eq!((wm.x, wm.y), (1280 - 128 - 24, 720 - 128 - 24));
-        let spec = Watermark {
-            corner: Corner::TopLeft,
-            margin: 10,
-            width_fraction: 0.25,
-            ..Watermark::default()
-        };
-        let wm = WatermarkPlacement::new(Size::new(512, 256), HD, &spec);
-        assert_eq!((wm.x, wm.y, wm.w, wm.h), (10, 10, 320, 160));
-    }
-
-    #[test]
-    fn description_joins_cards_and_audio_with_concat() {
-        let spec = RenditionSpec {
-            watermark: None,
-            intro: Some(Card::logo()),
-            ..RenditionSpec::default()
-        };
-        let sources = Sources {
-            audio: true,
-            intro: Some(CardSource::Image {
-                size: Size::new(512, 512),
-                is_logo: true,
-            }),
-            ..sources(upright_hd())
-        };
-        let plan = Plan::new(&spec, &sources, FPS30, true);
-        assert_eq!(
-            plan,
-            Plan {
-                outputs: Outputs::single(HD),
-                rate: FPS30,
-                main: Fitting::new(Size::new(1920, 1080), HD, Fit::Pad, Transform::Identity),
-                watermark: None,
-                intro: Some(CardPlan::image(
-                    Size::new(512, 512),
-                    HD,
-                    true,
-                    Duration::from_millis(2500),
-                )),
-                outro: None,
-                audio_end: Some(Duration::from_secs(30)),
-            }
-        );
-        let d = plan.description();
-        assert!(d.contains("color=c=black:s=1280x720:r=30:d=2.500000"), "{d}");
-        assert!(
-            d.contains("[intro][intro_a][main][main_au]concat=n=2:v=1:a=1[out_v][out_a]"),
-            "{d}"
-        );
-        assert!(!d.contains("overlay=x=1128"), "no watermark was asked for: {d}");
-    }
-
-    #[test]
-    fn the_default_plan_has_one_720p_output_with_the_phone_clip_upright_and_watermarked() {
-        let portrait = SourceVideo {
-            display: Size::new(1080, 1920),
-            transform: Transform::Clock,
-            ..upright_hd()
-        };
-        let sources = Sources {
-            watermark: Some(Size::new(512, 512)),
-            ..sources(portrait)
-        };
-        let plan = Plan::new(&RenditionSpec::default(), &sources, FPS30, true);
-        assert_eq!(plan.outputs.sizes, vec![HD], "one output, the spec's size");
-        assert_eq!(plan.main.scale, Size::new(720, 406));
-        let wm = plan.watermark.as_ref().expect("the default watermark");
-        assert_eq!((wm.x, wm.y, wm.w, wm.h), (1128, 568, 128, 128));
-        assert_eq!(plan.audio_end, None, "audio is off by default");
-        let d = plan.description();
-        assert!(d.contains("transpose=clock,setsar=1,pad=1280:720"), "{d}");
-        assert!(d.contains("overlay=x=1128:y=568"), "{d}");
-        assert!(!d.contains("out_a"), "{d}");
-    }
-
-    #[test]
-    fn hdr_is_tone_mapped_only_where_ffmpeg_has_zscale() {
-        let hdr = SourceVideo {
-            hdr: true,
-            ..upright_hd()
-        };
-        let spec = RenditionSpec::default();
-        let mapped = Plan::new(&spec, &sources(hdr), FPS30, true);
-        assert!(mapped.main.tonemap);
-        assert!(mapped.description().contains("tonemap=tonemap=hable"));
-        let plain = Plan::new(&spec, &sources(hdr), FPS30, false);
-        assert!(!plain.main.tonemap);
-        assert!(!plain.description().contains("tonemap"));
-    }
-
-    #[test]
-    fn a_card_clip_is_fitted_like_the_main_video_for_the_card_s_time() {
-        let spec = RenditionSpec {
-            fit: Fit::Fill,
-            outro: Some(Card {
-                content: CardContent::Clip("outro.mp4".into()),
-                duration: Duration::from_secs(2),
-            }),
-            ..RenditionSpec::default()
-        };
-        let clip = SourceVideo {
-            display: Size::new(640, 480),
-            ..upright_hd()
-        };
-        let sources = Sources {
-            outro: Some(CardSource::Clip(clip)),
-            ..sources(upright_hd())
-        };
-        let plan = Plan::new(&spec, &sources, FPS30, true);
-        assert_eq!(
-            plan.outro,
-            Some(CardPlan::Clip {
-                fitting: Fitting::new(Size::new(640, 480), HD, Fit::Fill, Transform::Identity),
-                duration: Duration::from_secs(2),
-            })
-        );
-        assert_eq!(plan.intro, None);
-        // The spec asks for a watermark, but no image was loaded for it.
-        assert_eq!(plan.watermark, None);
-        let d = plan.description();
-        assert!(d.contains("[outro_v]fps=30,scale=w=1280:h=960"), "{d}");
-        assert!(d.contains("crop=1280:720,trim=duration=2.000000"), "{d}");
-    }
-}
+mod tests;

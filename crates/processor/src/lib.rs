@@ -45,6 +45,7 @@ mod geom;
 mod graph;
 mod image;
 mod input;
+mod ladder;
 mod probe;
 mod spec;
 mod transcode;
@@ -56,8 +57,9 @@ pub use ffi::heap_in_use;
 pub use geom::Fraction;
 pub use image::LOGO_PNG;
 pub use input::{ALLOWED_AUDIO_DECODERS, ALLOWED_DEMUXERS, ALLOWED_VIDEO_DECODERS};
+pub use ladder::{MAX_RUNGS, RateCap, Rung, STANDARD as STANDARD_RUNGS, default_cap};
 pub use probe::{MediaInfo, probe, probe_with};
 pub use spec::{
     Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
 };
-pub use transcode::{Report, check_spec, process};
+pub use transcode::{Rendition, Report, StoryboardFiles, check_spec, process};

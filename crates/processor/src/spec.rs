@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::geom::CardSlot;
+use crate::ladder::{RateCap, Rung};
 
 /// The longest an intro or outro card may last.
 pub const MAX_CARD: Duration = Duration::from_millis(2500);
@@ -200,6 +201,18 @@ pub struct RenditionSpec {
     /// Also write a poster: a JPEG of one frame of the rendition (see
     /// [`process`](crate::process)).
     pub poster: bool,
+    /// The rendition's rate cap (x264 VBV on top of CRF); `None` for an
+    /// uncapped CRF stream.
+    pub cap: Option<RateCap>,
+    /// Further renditions from the same decode, each its own MP4 (and HLS
+    /// level), keyframes aligned with this one's.
+    pub ladder: Vec<Rung>,
+    /// Also write HLS: fMP4 segments of `keyframe_interval`, a media
+    /// playlist per rendition and a master playlist.
+    pub hls: bool,
+    /// Also write a storyboard: a JPEG sprite of thumbnails and a WebVTT
+    /// file pointing into it.
+    pub storyboard: bool,
     /// Resource limits for the input.
     pub limits: Limits,
 }
@@ -221,6 +234,10 @@ impl Default for RenditionSpec {
             keyframe_interval: Duration::from_secs(2),
             threads: 0,
             poster: true,
+            cap: Some(crate::ladder::default_cap(1280, 720)),
+            ladder: Vec::new(),
+            hls: false,
+            storyboard: false,
             limits: Limits::default(),
         }
     }
@@ -251,7 +268,62 @@ impl RenditionSpec {
             self.validate_watermark(w)?;
         }
         self.validate_cards()?;
+        self.validate_ladder()?;
         self.limits.validate()
+    }
+
+    /// The primary rendition's name in a ladder: its height (`720p`).
+    pub fn name(&self) -> String {
+        format!("{}p", self.height)
+    }
+
+    /// Whether the renditions' keyframes must fall on the same frames
+    /// (a ladder, HLS): then every rendition gets one exactly every
+    /// `keyframe_interval`, and none at scene cuts.
+    pub fn aligned_keyframes(&self) -> bool {
+        self.hls || !self.ladder.is_empty()
+    }
+
+    fn validate_ladder(&self) -> Result<()> {
+        let primary = self.name();
+        crate::ladder::check_cap(&primary, self.cap).or_else(invalid)?;
+        if self.ladder.len() > crate::ladder::MAX_RUNGS {
+            return invalid(format!(
+                "{} further renditions is more than {}",
+                self.ladder.len(),
+                crate::ladder::MAX_RUNGS
+            ));
+        }
+        if self.keep_audio && self.aligned_keyframes() {
+            return invalid("audio is kept only in a single MP4 rendition, without a ladder or HLS".into());
+        }
+        let mut names = vec![primary.clone()];
+        for rung in &self.ladder {
+            if !crate::ladder::good_name(&rung.name) || names.contains(&rung.name) {
+                return invalid(format!(
+                    "rendition name {:?} must be unique, lowercase letters and digits (the primary is {primary})",
+                    rung.name
+                ));
+            }
+            names.push(rung.name.clone());
+            if rung.width < 16 || rung.height < 16 || rung.width > self.width || rung.height > self.height {
+                return invalid(format!(
+                    "rendition {}: {}x{} must be from 16x16 up to the primary's {}x{}",
+                    rung.name, rung.width, rung.height, self.width, self.height
+                ));
+            }
+            if !rung.width.is_multiple_of(2) || !rung.height.is_multiple_of(2) {
+                return invalid(format!(
+                    "rendition {}: {}x{} must be even for 4:2:0 video",
+                    rung.name, rung.width, rung.height
+                ));
+            }
+            if rung.crf > 51 {
+                return invalid(format!("rendition {}: crf {} is outside 0 to 51", rung.name, rung.crf));
+            }
+            crate::ladder::check_cap(&rung.name, rung.cap).or_else(invalid)?;
+        }
+        Ok(())
     }
 
     fn validate_picture(&self) -> Result<()> {
@@ -415,5 +487,37 @@ mod tests {
         let err = preset.validate().expect_err("unknown preset");
         assert!(err.to_string().contains("unknown x264 preset \"warp\""), "{err}");
         assert_eq!(err.class(), crate::ErrorClass::Spec);
+    }
+
+    #[test]
+    fn a_ladder_is_refused_with_a_reason_naming_the_rendition() {
+        let with = |ladder: Vec<crate::Rung>, keep_audio: bool| RenditionSpec {
+            ladder,
+            keep_audio,
+            ..RenditionSpec::default()
+        };
+        let rung = |s: &str| crate::Rung::parse(s).expect("parses");
+        let refused = |spec: RenditionSpec, says: &str| {
+            let err = spec.validate().expect_err(says);
+            assert!(err.to_string().contains(says), "{err} should say {says:?}");
+            assert_eq!(err.class(), crate::ErrorClass::Spec);
+        };
+        assert!(with(vec![rung("360p"), rung("144p")], false).validate().is_ok());
+        refused(
+            with(vec![rung("720p")], false),
+            "rendition name \"720p\" must be unique",
+        );
+        refused(with(vec![rung("360p"), rung("360p")], false), "must be unique");
+        refused(with(vec![rung("1080p")], false), "up to the primary's 1280x720");
+        refused(with(vec![rung("odd:641x360:900")], false), "must be even");
+        refused(with(vec![rung("360p")], true), "audio is kept only in a single MP4");
+        let five = ["540p", "480p", "360p", "270p", "144p"].map(rung).to_vec();
+        refused(with(five, false), "5 further renditions is more than 4");
+        let hls_audio = RenditionSpec {
+            hls: true,
+            keep_audio: true,
+            ..RenditionSpec::default()
+        };
+        refused(hls_audio, "audio is kept only");
     }
 }

@@ -81,29 +81,69 @@ impl Playback {
     }
 }
 
-/// Plays `video` (a local path, or an `http://` URL such as a moto S3
-/// object) in headless Chromium; `poster` likewise; `pixel` is read from the
-/// frame at every step when the video is served from the page's origin.
-///
-/// Fails only when the harness cannot run (no Chromium, no Selenium: run
-/// `scripts/install-deps.sh`); a video that does not play is a [`Playback`]
-/// with an `error`.
-pub fn play(video: &str, poster: Option<&str>, pixel: Option<(u32, u32)>) -> io::Result<Playback> {
-    let venv = env::var_os("VIDWORKER_VENV").map_or_else(|| repo_root().join(".venv"), PathBuf::from);
-    let python = venv.join("bin").join("python");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--video").arg(video);
-    if let Some(poster) = poster {
-        cmd.arg("--poster").arg(poster);
+/// A level of an HLS master playlist, as hls.js parsed it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Level {
+    /// `RESOLUTION`'s width.
+    pub width: u32,
+    /// `RESOLUTION`'s height.
+    pub height: u32,
+    /// `BANDWIDTH`.
+    pub bitrate: u64,
+    /// The video codec from `CODECS`.
+    pub codecs: Option<String>,
+}
+
+/// What hls.js saw playing a ladder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HlsPlayback {
+    /// The master playlist given.
+    pub video: String,
+    /// The levels the master playlist declared, lowest first.
+    pub levels: Option<Vec<Level>>,
+    /// The levels fragments were loaded from.
+    pub frag_levels: Vec<usize>,
+    /// Whether playback reached `ended`.
+    pub ended: bool,
+    /// `duration` at the end, in seconds.
+    pub duration: Option<f64>,
+    /// hls.js's fatal error, a `MediaError` or the step that timed out.
+    pub error: Option<String>,
+}
+
+/// Plays the HLS ladder under `master` (a local directory holding
+/// `master.m3u8`, or the playlist's `http://` URL) with hls.js in headless
+/// Chromium: from the lowest level, switched to the highest after a
+/// second, to the end.
+pub fn play_hls(master: &str) -> io::Result<HlsPlayback> {
+    let venv = venv();
+    let hls_js = env::var_os("VIDWORKER_HLS_JS").map_or_else(|| venv.join("share/hls.js/hls.min.js"), PathBuf::from);
+    if !hls_js.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is missing: run scripts/install-deps.sh",
+            hls_js.display()
+        )));
     }
-    if let Some((x, y)) = pixel {
-        cmd.arg("--pixel").arg(format!("{x},{y}"));
-    }
+    let mut cmd = Command::new(venv.join("bin").join("python"));
+    cmd.arg(script()).arg("--hls").arg(master).arg("--hls-js").arg(&hls_js);
+    run(cmd)
+}
+
+fn venv() -> PathBuf {
+    env::var_os("VIDWORKER_VENV").map_or_else(|| repo_root().join(".venv"), PathBuf::from)
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser.py")
+}
+
+/// Runs browser.py and reads its one JSON result.
+fn run<T: serde::de::DeserializeOwned>(mut cmd: Command) -> io::Result<T> {
     let out = cmd.output().map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot run {}: {e} (run scripts/install-deps.sh)", python.display()),
+            format!("cannot run {:?}: {e} (run scripts/install-deps.sh)", cmd.get_program()),
         )
     })?;
     if !out.status.success() {
@@ -120,4 +160,23 @@ pub fn play(video: &str, poster: Option<&str>, pixel: Option<(u32, u32)>) -> io:
             String::from_utf8_lossy(&out.stderr)
         ))
     })
+}
+
+/// Plays `video` (a local path, or an `http://` URL such as a moto S3
+/// object) in headless Chromium; `poster` likewise; `pixel` is read from the
+/// frame at every step when the video is served from the page's origin.
+///
+/// Fails only when the harness cannot run (no Chromium, no Selenium: run
+/// `scripts/install-deps.sh`); a video that does not play is a [`Playback`]
+/// with an `error`.
+pub fn play(video: &str, poster: Option<&str>, pixel: Option<(u32, u32)>) -> io::Result<Playback> {
+    let mut cmd = Command::new(venv().join("bin").join("python"));
+    cmd.arg(script()).arg("--video").arg(video);
+    if let Some(poster) = poster {
+        cmd.arg("--poster").arg(poster);
+    }
+    if let Some((x, y)) = pixel {
+        cmd.arg("--pixel").arg(format!("{x},{y}"));
+    }
+    run(cmd)
 }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use uuid::Uuid;
 use worker::aws::Clients;
 use worker::db::{self, Db, Phase, VideoRow};
+use worker::outputs::{Cost, Outputs};
 use worker::queue::{Queue, QueueSettings, queue_name};
 use worker::storage::Storage;
 
@@ -218,5 +219,56 @@ fn details(r: &VideoRow) -> String {
             opt(r.processed_duration_seconds.map(|d| format!("{d:.2} s"))),
         ),
     ];
-    rows.iter().map(|(k, v)| format!("{k:>16}: {v}\n")).collect()
+    let mut out: String = rows.iter().map(|(k, v)| format!("{k:>16}: {v}\n")).collect();
+    out.push_str(&outputs(r));
+    out
+}
+
+/// The outputs and cost the row records, one line each.
+fn outputs(r: &VideoRow) -> String {
+    let mut lines = Vec::new();
+    let parsed = r
+        .outputs
+        .clone()
+        .and_then(|v| serde_json::from_value::<Outputs>(v).ok());
+    if let Some(o) = parsed {
+        for (i, rendition) in o.renditions.iter().enumerate() {
+            lines.push((
+                if i == 0 { "outputs" } else { "" },
+                format!(
+                    "{} {}x{} {} B, {} kb/s (peak {}) {}",
+                    rendition.name,
+                    rendition.width,
+                    rendition.height,
+                    rendition.bytes,
+                    rendition.average_kbps,
+                    rendition.peak_kbps,
+                    rendition.key
+                ),
+            ));
+        }
+        if let Some(h) = &o.hls {
+            lines.push(("hls", format!("{} ({} objects)", h.master, h.objects)));
+        }
+        if let Some(s) = &o.storyboard {
+            lines.push((
+                "storyboard",
+                format!("{} + {} ({} thumbnails)", s.sprite, s.vtt, s.thumbnails),
+            ));
+        }
+        lines.push(("objects", format!("{} ({} B)", o.objects, o.bytes)));
+    }
+    if let Some(c) = r.cost.clone().and_then(|v| serde_json::from_value::<Cost>(v).ok()) {
+        let cpu = c.cpu_seconds.map_or("? CPU s".into(), |s| format!("{s:.1} CPU s"));
+        let dollars = c.dollars.map(|d| format!(", ${d:.6}")).unwrap_or_default();
+        let w = &c.wall_seconds;
+        lines.push((
+            "cost",
+            format!(
+                "{cpu}{dollars}; wall: download {:.1} s, transcode {:.1} s, upload {:.1} s",
+                w.download, w.transcode, w.upload
+            ),
+        ));
+    }
+    lines.iter().map(|(k, v)| format!("{k:>16}: {v}\n")).collect()
 }

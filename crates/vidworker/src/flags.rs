@@ -14,6 +14,7 @@ use worker::db::{Db, Tls};
 use worker::termination::TerminationSettings;
 
 use crate::isolation::IsolationArgs;
+use crate::ladder::LadderArgs;
 
 /// Port 9464: the one commonly used by Prometheus exporters of
 /// OpenTelemetry-style services, free of the usual web ports. Loopback
@@ -175,6 +176,8 @@ pub struct RenditionArgs {
     #[arg(long, env = "RENDITION_THREADS", default_value_t = spec().threads)]
     pub threads: u32,
     #[command(flatten)]
+    pub ladder: LadderArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
 }
 
@@ -267,7 +270,7 @@ impl RenditionArgs {
         {
             return Err(ConfigError(format!("watermark {} is not a readable file", p.display())));
         }
-        let spec = RenditionSpec {
+        let mut spec = RenditionSpec {
             max_duration: seconds("max duration", self.max_duration)?,
             width: self.width,
             height: self.height,
@@ -286,7 +289,9 @@ impl RenditionArgs {
             keyframe_interval: seconds("keyframe interval", self.keyframe_interval)?,
             threads: self.threads,
             limits: self.limits.to_limits(),
+            ..RenditionSpec::default()
         };
+        self.ladder.apply(&mut spec)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -488,6 +493,12 @@ pub struct WorkerArgs {
     /// At most one progress write per job this often, in seconds.
     #[arg(long, env = "PROGRESS_INTERVAL", default_value_t = worker().progress_interval.as_secs(), value_name = "SECONDS")]
     pub progress_interval: u64,
+    /// Dollars per vCPU-hour, to price each job's CPU seconds in its cost
+    /// (the row's `cost`, the completion event): the instance's hourly
+    /// price over its vCPUs, e.g. a c7i.large's on-demand price / 2.
+    /// Unset: CPU seconds only.
+    #[arg(long, env = "COST_PER_VCPU_HOUR", value_name = "DOLLARS", value_parser = parse_price)]
+    pub cost_per_vcpu_hour: Option<f64>,
     #[command(flatten)]
     pub isolation: IsolationArgs,
     #[command(flatten)]
@@ -508,6 +519,11 @@ pub struct EventsArgs {
     /// topic).
     #[arg(long, env = "EVENTS_QUEUE_URL", value_name = "URL")]
     pub events_queue_url: Option<String>,
+    /// The events' schema: 2 lists every output and the job's cost; 1 is
+    /// the older payload, for consumers not yet moved.
+    #[arg(long, env = "EVENTS_VERSION", default_value_t = worker::completion::LATEST_VERSION,
+          value_parser = clap::value_parser!(u32).range(i64::from(*worker::completion::VERSIONS.start())..=i64::from(*worker::completion::VERSIONS.end())))]
+    pub events_version: u32,
 }
 
 impl EventsArgs {
@@ -519,6 +535,7 @@ impl EventsArgs {
             self.events_topic_arn.as_deref().filter(|s| !s.is_empty()),
             self.events_queue_url.as_deref().filter(|s| !s.is_empty()),
         )
+        .with_version(self.events_version)
     }
 }
 
@@ -567,9 +584,18 @@ impl WorkerArgs {
             metrics_addr: self.metrics_addr.0,
             progress_interval: Duration::from_secs(self.progress_interval),
             isolation: self.isolation.to_isolation(),
+            vcpu_hour_price: self.cost_per_vcpu_hour,
             spec,
         }
         .validated()
+    }
+}
+
+/// A price: a finite number of dollars, zero or more.
+fn parse_price(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a price in dollars (for example 0.0446)")),
     }
 }
 

@@ -144,6 +144,35 @@ fn process(input: &Path, output: &Path, spec: &RenditionSpec, cancel: &CancelFla
 
 /// The one-line summary printed after a successful `process`.
 fn summary(report: &Report) -> String {
+    let mut text = headline(report);
+    for r in &report.renditions {
+        text.push_str(&format!(
+            "\n  {:<6} {}x{} {}, {} kb/s on average, {} kb/s at the peak second: {}",
+            r.name,
+            r.width,
+            r.height,
+            human_bytes(r.bytes),
+            r.average_kbps,
+            r.peak_kbps,
+            r.path.display()
+        ));
+    }
+    if let Some(master) = &report.hls {
+        text.push_str(&format!("\n  hls    {}", master.display()));
+    }
+    if let Some(sb) = &report.storyboard {
+        text.push_str(&format!(
+            "\n  storyboard {} thumbnails: {}, {}",
+            sb.thumbnails,
+            sb.sprite.display(),
+            sb.vtt.display()
+        ));
+    }
+    text
+}
+
+/// The first line: the primary rendition.
+fn headline(report: &Report) -> String {
     format!(
         "{}: {:.2} s, {}x{} @ {} fps, {}{}{}, {:.1}x real time ({:.1} s)",
         report.output.display(),

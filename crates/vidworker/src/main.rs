@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod flags;
 mod isolation;
+mod ladder;
 mod local;
 mod logging;
 mod repair;

@@ -28,6 +28,34 @@
 //!              "reason": "s3://bucket/originals/<id>.m4a: no video stream: it holds audio"}}
 //! ```
 //!
+//! Version 2 (`"version": 2`, the default; `EVENTS_VERSION=1` keeps
+//! version 1 while consumers move) is version 1 with two more members on
+//! `video.processed`, from the row's `outputs` and `cost` columns
+//! ([`crate::outputs`]):
+//!
+//! ```json
+//! {"version": 2, "id": "<uuid>", "type": "video.processed", …the members of version 1…,
+//!  "outputs": {
+//!    "renditions": [
+//!      {"name": "720p", "key": "processed/<id>/<claim>.mp4", "width": 1280, "height": 720,
+//!       "bytes": 9876543, "average_kbps": 2600, "peak_kbps": 4400},
+//!      {"name": "360p", "key": "processed/<id>/<claim>/360p.mp4", "width": 640, "height": 360,
+//!       "bytes": 2345678, "average_kbps": 620, "peak_kbps": 1350}],
+//!    "hls": {"master": "processed/<id>/<claim>/hls/master.m3u8", "objects": 37},
+//!    "storyboard": {"sprite": "processed/<id>/<claim>/storyboard.jpg",
+//!                   "vtt": "processed/<id>/<claim>/storyboard.vtt", "thumbnails": 30,
+//!                   "thumbnail_width": 160, "thumbnail_height": 90, "interval_seconds": 1.0},
+//!    "objects": 41, "bytes": 12500000},
+//!  "cost": {"cpu_seconds": 38.7, "peak_rss_bytes": 201326592,
+//!           "wall_seconds": {"download": 0.4, "transcode": 21.3, "upload": 0.9},
+//!           "vcpu_hour_price": 0.0446, "dollars": 0.00047944}}
+//! ```
+//!
+//! `hls` and `storyboard` appear when made; `cost.cpu_seconds` is `null`
+//! when transcodes run in the worker's own process (`ISOLATION=in-process`),
+//! and `vcpu_hour_price`/`dollars` appear when `COST_PER_VCPU_HOUR` is set.
+//! `video.failed` is the same in both versions but for `version`.
+//!
 //! `failure.class` is the row's `failure_kind`: `input` (the upload cannot
 //! be processed), `gave_up` (transient failures on every allowed attempt),
 //! `crashed` (its transcode crashed on every attempt), `over_memory` (it
@@ -43,8 +71,11 @@ use crate::failure::FailureClass;
 /// How old an outcome may be and still have its event published late.
 pub const OUTBOX_HORIZON: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// The version of the schema above.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema's newest version, the default.
+pub const LATEST_VERSION: u32 = 2;
+
+/// The versions a worker can publish (`EVENTS_VERSION`).
+pub const VERSIONS: std::ops::RangeInclusive<u32> = 1..=LATEST_VERSION;
 
 /// Where events go.
 #[derive(Clone, Debug, Default)]
@@ -53,6 +84,8 @@ pub struct Publisher {
     topic: Option<(aws_sdk_sns::Client, String)>,
     /// The SQS client and queue URL.
     queue: Option<(aws_sdk_sqs::Client, String)>,
+    /// The schema version published; 0 stands for [`LATEST_VERSION`].
+    version: u32,
 }
 
 /// A failure to publish an event.
@@ -121,6 +154,12 @@ pub struct Completion {
     /// Why, when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Version 2: every output, when processed ([`crate::outputs::Outputs`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<serde_json::Value>,
+    /// Version 2: what the job cost, when processed ([`crate::outputs::Cost`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<serde_json::Value>,
 }
 
 /// The rendition of a processed video.
@@ -168,12 +207,13 @@ pub struct Failure {
 }
 
 impl Completion {
-    /// The event of a row's recorded outcome; `None` unless the row is
-    /// processed or failed with an event id.
-    pub fn of(row: &VideoRow) -> Option<Completion> {
+    /// The event of a row's recorded outcome in schema `version` (1 or 2);
+    /// `None` unless the row is processed or failed with an event id.
+    pub fn of(row: &VideoRow, version: u32) -> Option<Completion> {
         let id = row.event_id?;
+        let v2 = version >= 2;
         let base = |kind| Completion {
-            version: SCHEMA_VERSION,
+            version: if v2 { 2 } else { 1 },
             id,
             kind,
             video_id: row.id,
@@ -183,6 +223,8 @@ impl Completion {
             poster: None,
             source: None,
             failure: None,
+            outputs: None,
+            cost: None,
         };
         match row.status {
             Status::Processed => Some(Completion {
@@ -203,6 +245,8 @@ impl Completion {
                     .processed_at
                     .unwrap_or(row.updated_at)
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                outputs: row.outputs.clone().filter(|_| v2),
+                cost: row.cost.clone().filter(|_| v2),
                 ..base("video.processed")
             }),
             Status::Failed => Some(Completion {
@@ -224,6 +268,23 @@ impl Publisher {
         Publisher {
             topic: topic_arn.map(|t| (clients.sns.clone(), t.to_owned())),
             queue: queue_url.map(|q| (clients.sqs.clone(), q.to_owned())),
+            version: LATEST_VERSION,
+        }
+    }
+
+    /// Publishes schema `version` instead of the latest (one of
+    /// [`VERSIONS`]: consumers not yet moved to version 2 keep version 1).
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The schema version published.
+    pub fn version(&self) -> u32 {
+        if self.version == 0 {
+            LATEST_VERSION
+        } else {
+            self.version
         }
     }
 
@@ -240,7 +301,7 @@ impl Publisher {
     pub async fn publish_outbox(&self, row: &VideoRow) -> Result<Option<Uuid>, PublishError> {
         let horizon = chrono::Duration::from_std(OUTBOX_HORIZON).unwrap_or(chrono::Duration::MAX);
         let pending = row.event_published_at.is_none() && chrono::Utc::now() - row.updated_at < horizon;
-        let Some(event) = Completion::of(row).filter(|_| self.is_enabled() && pending) else {
+        let Some(event) = Completion::of(row, self.version()).filter(|_| self.is_enabled() && pending) else {
             return Ok(None);
         };
         self.publish(&event).await?;

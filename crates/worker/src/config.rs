@@ -72,9 +72,12 @@ pub struct WorkerSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// At most one progress write per job this often.
     pub progress_interval: Duration,
-    /// The rendition.
     /// Where each transcode runs.
     pub isolation: crate::isolate::Isolation,
+    /// Dollars per vCPU-hour, to price each job's CPU time in its cost
+    /// (`COST_PER_VCPU_HOUR`); `None` reports CPU seconds only.
+    pub vcpu_hour_price: Option<f64>,
+    /// The rendition, its ladder and extras.
     pub spec: RenditionSpec,
 }
 
@@ -102,6 +105,7 @@ impl Default for WorkerSettings {
             metrics_addr: None,
             progress_interval: Duration::from_secs(5),
             isolation: crate::isolate::Isolation::default(),
+            vcpu_hour_price: None,
             spec: RenditionSpec::default(),
         }
     }

@@ -106,6 +106,7 @@ pub mod db;
 pub mod failure;
 pub mod isolate;
 pub mod message;
+pub mod outputs;
 pub mod queue;
 pub mod runner;
 pub mod shutdown;

@@ -8,10 +8,14 @@
 
 mod assets;
 mod encode;
+mod extras;
 mod mux;
+mod outputs;
 mod poster;
 mod rate;
+mod report;
 mod source;
+mod storyboard;
 mod timeline;
 
 use std::io;
@@ -22,55 +26,24 @@ use ffmpeg_next::{Packet, Rational, frame};
 
 use self::assets::{Assets, CardAsset};
 use self::encode::EncodeThread;
-use self::mux::Muxer;
+use self::extras::Extras;
+use self::mux::{Encoding, Muxer};
 use self::poster::PosterPicker;
-use self::source::MainSource;
+use self::source::{MainSource, check_decoded};
 use self::timeline::{Admit, Timeline};
 use crate::control::{Budget, CancelFlag, Progress};
 use crate::error::{Error, Result, is_again_or_eof};
 use crate::fflog;
 use crate::filter::{self, Graph, SourceSpec};
-use crate::geom::{CardSlot, Fraction};
+use crate::geom::CardSlot;
 use crate::graph::{CardPlan, Plan, pad};
 use crate::probe::MediaInfo;
 use crate::spec::RenditionSpec;
 
+pub use self::outputs::{Rendition, StoryboardFiles};
 pub(crate) use self::rate::output_rate;
-
-/// What a finished transcode produced and what it cost.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Report {
-    /// What the probe learnt about the input.
-    pub input: MediaInfo,
-    /// Where the rendition was written.
-    pub output: PathBuf,
-    /// Length of the rendition, cards included.
-    pub duration: Duration,
-    /// Video frames written.
-    pub frames: u64,
-    /// Output width in pixels.
-    pub width: u32,
-    /// Output height in pixels.
-    pub height: u32,
-    /// Output frame rate.
-    pub frame_rate: Fraction,
-    /// Whether the rendition has an audio track.
-    pub has_audio: bool,
-    /// Size of the rendition in bytes.
-    pub bytes: u64,
-    /// Wall-clock time the call took.
-    pub elapsed: Duration,
-    /// Media time produced per second of wall-clock time (x real time).
-    pub speed: f64,
-    /// Input packets the decoder rejected as damaged (the job still
-    /// succeeded with the rest).
-    pub decode_errors: u64,
-    /// Bytes of the input actually read: reading stops at the cap, so most
-    /// of a long upload is never read.
-    pub input_bytes_read: u64,
-    /// Where the poster was written, if the spec asked for one.
-    pub poster: Option<PathBuf>,
-}
+pub use self::report::Report;
+use self::report::{Written, conclude};
 
 /// Checks that `spec` can make renditions: its values are valid and every
 /// asset it names (the watermark PNG, card images, card clips) is read and
@@ -127,13 +100,22 @@ pub fn process(
         path: output.to_owned(),
         source,
     };
-    let partial = tempfile::Builder::new()
-        .prefix(".vidworker-")
-        .suffix(".mp4.part")
-        .tempfile_in(parent_dir(output))
-        .map_err(out_err)?;
-    let mux = Muxer::create(partial.path(), output, spec, rate, plan.audio_end.is_some())?;
+    let partial = outputs::partial_file(output, ".mp4.part").map_err(out_err)?;
     let expected = expected_duration(&main.facts.info, spec);
+    let extras = Extras::open(spec, output, rate, expected)?;
+    let primary = Encoding::primary(spec);
+    let hls = match &extras {
+        Some(x) => x.hls_dir(&primary.name)?,
+        None => None,
+    };
+    let mux = Muxer::create(
+        partial.path(),
+        output,
+        &primary,
+        rate,
+        plan.audio_end.is_some(),
+        hls.as_deref(),
+    )?;
     let intro = spec.intro.as_ref().map_or(Duration::ZERO, |c| c.duration);
     let outro = spec.outro.as_ref().map_or(Duration::ZERO, |c| c.duration);
     let poster = spec
@@ -153,94 +135,30 @@ pub fn process(
         video_out_done: false,
         audio_out_done: false,
         poster,
+        extras,
     }
     .run(&mut main)?;
-    let mut mux = finished.mux;
-    mux.finish()?;
-    let (frames, has_audio) = (mux.frames, mux.has_audio());
-    drop(mux);
-
-    let (bytes, poster) = put_in_place(partial, finished.poster.as_ref(), output)?;
-    let duration = Duration::from_secs_f64(frames as f64 / rate.as_f64());
-    let elapsed = started.elapsed();
-    Ok(Report {
-        input: main.facts.info.clone(),
-        output: output.to_owned(),
-        duration,
-        frames,
-        width: spec.width,
-        height: spec.height,
-        frame_rate: rate,
-        has_audio,
-        bytes,
-        elapsed,
-        speed: duration.as_secs_f64() / elapsed.as_secs_f64().max(1e-6),
-        decode_errors: finished.decode_errors,
-        input_bytes_read: main.input.bytes_read(),
-        poster,
-    })
-}
-
-/// Moves the finished rendition into place at `output`, its poster (if
-/// any) beside it; returns the rendition's size and the poster's path. On
-/// an error neither is left behind.
-fn put_in_place(
-    partial: tempfile::NamedTempFile,
-    poster: Option<&frame::Video>,
-    output: &Path,
-) -> Result<(u64, Option<PathBuf>)> {
-    let out_err = |source: io::Error| Error::OutputIo {
-        path: output.to_owned(),
-        source,
-    };
-    let bytes = std::fs::metadata(partial.path()).map_err(out_err)?.len();
-    let poster = match poster {
-        Some(picture) => Some(write_poster(picture, output)?),
-        None => None,
-    };
-    if let Err(e) = partial.persist(output) {
-        if let Some(p) = &poster {
-            let _ = std::fs::remove_file(p);
-        }
-        return Err(out_err(e.error));
-    }
-    Ok((bytes, poster))
-}
-
-/// Writes the poster beside `output` (its `.jpg` sibling), through a
-/// temporary file so a failure leaves nothing behind.
-fn write_poster(picture: &frame::Video, output: &Path) -> Result<PathBuf> {
-    let path = output.with_extension("jpg");
-    let err = |source: io::Error| Error::OutputIo {
-        path: path.clone(),
-        source,
-    };
-    let partial = tempfile::Builder::new()
-        .prefix(".vidworker-")
-        .suffix(".jpg.part")
-        .tempfile_in(parent_dir(output))
-        .map_err(err)?;
-    poster::write_jpeg(picture, partial.path())?;
-    partial.persist(&path).map_err(|e| err(e.error))?;
-    Ok(path)
+    conclude(
+        finished,
+        &main,
+        Written { partial, primary },
+        spec,
+        output,
+        rate,
+        started,
+    )
 }
 
 /// What a finished pipeline hands back.
-struct Finished {
+pub(super) struct Finished {
     /// Input packets the decoders rejected.
     decode_errors: u64,
     /// The poster's picture, if one was asked for.
     poster: Option<frame::Video>,
     /// The muxer, everything encoded but not yet flushed.
     mux: Muxer,
-}
-
-/// The directory a file is in (`.` for a bare name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
+    /// The extras, their encoders done.
+    extras: Option<Extras>,
 }
 
 /// How long the output should be, for progress: the declared duration up
@@ -268,6 +186,8 @@ struct Pipeline<'a, P: FnMut(Progress)> {
     audio_out_done: bool,
     /// Chooses the poster among the output frames, if one is wanted.
     poster: Option<PosterPicker>,
+    /// The ladder's encoders and the storyboard.
+    extras: Option<Extras>,
 }
 
 impl<P: FnMut(Progress)> Pipeline<'_, P> {
@@ -286,10 +206,20 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
                 ffmpeg_next::Error::Bug,
             ));
         }
+        if let Some(x) = self.extras.as_ref()
+            && (0..x.rungs()).any(|i| x.rung_open(i))
+        {
+            return Err(Error::internal(
+                &self.input,
+                "finishing the ladder",
+                ffmpeg_next::Error::Bug,
+            ));
+        }
         Ok(Finished {
             decode_errors: main.decode_errors,
             poster: self.poster.and_then(PosterPicker::into_picture),
             mux: self.encode.finish()?,
+            extras: self.extras,
         })
     }
 
@@ -580,89 +510,97 @@ impl<P: FnMut(Progress)> Pipeline<'_, P> {
 
     /// Moves every frame the graph has ready into the encoders.
     fn drain(&mut self) -> Result<()> {
-        let Some(graph) = self.graph.as_mut() else {
+        if self.graph.is_none() {
             return Ok(());
-        };
+        }
         // A frame handed to the encoder goes with it; a new one is made
         // only then, not for every pull that finds nothing.
         let mut vf = frame::Video::empty();
         let mut af = frame::Audio::empty();
         loop {
-            let mut moved = false;
-            if !self.video_out_done {
-                match graph.pull(pad::OUT_V, &mut vf) {
-                    Ok(true) => {
-                        if let Some(picker) = self.poster.as_mut().filter(|p| !p.done()) {
-                            picker.offer(&vf, self.encode.frames as f64 / self.plan.rate.as_f64());
-                        }
-                        self.encode.video(std::mem::replace(&mut vf, frame::Video::empty()))?;
-                        let frames = self.encode.frames;
-                        let position = Duration::from_secs_f64(frames as f64 / self.plan.rate.as_f64());
-                        (self.progress)(Progress {
-                            frames,
-                            position,
-                            expected: self.expected.max(position),
-                        });
-                        self.budget.check_for(&self.input)?;
-                        moved = true;
-                    }
-                    Ok(false) => {}
-                    Err(ffmpeg_next::Error::Eof) => self.video_out_done = true,
-                    Err(e) => return Err(Error::internal(&self.input, "filtering video", e)),
-                }
-            }
-            if self.plan.audio_end.is_some() && !self.audio_out_done {
-                match graph.pull(pad::OUT_A, &mut af) {
-                    Ok(true) => {
-                        self.encode.audio(std::mem::replace(&mut af, frame::Audio::empty()))?;
-                        moved = true;
-                    }
-                    Ok(false) => {}
-                    Err(ffmpeg_next::Error::Eof) => self.audio_out_done = true,
-                    Err(e) => return Err(Error::internal(&self.input, "filtering audio", e)),
-                }
-            }
-            if !moved {
+            // `|`, not `||`: every sink is drained on every round.
+            if !(self.drain_video(&mut vf)? | self.drain_ladder(&mut vf)? | self.drain_audio(&mut af)?) {
                 return Ok(());
             }
         }
     }
-}
 
-/// Fails a file whose video did not decode: nothing at all, or far less
-/// than it declares (a truncated file would give the viewer a fraction of
-/// the clip).
-fn check_decoded(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) -> Result<()> {
-    let cause = read_error.map(|e| format!("read error: {e}"));
-    if main.timeline.frames == 0 {
-        let why = match cause {
-            Some(c) => format!("no decodable video frame ({c}){}", fflog::recent()),
-            None => format!("no decodable video frame{}", fflog::recent()),
+    /// Moves one frame of the primary rendition, if one is ready, to its
+    /// encoder (and the poster and storyboard pickers); says whether one
+    /// moved.
+    fn drain_video(&mut self, vf: &mut frame::Video) -> Result<bool> {
+        if self.video_out_done {
+            return Ok(false);
+        }
+        match self.graph_mut()?.pull(pad::OUT_V, vf) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(ffmpeg_next::Error::Eof) => {
+                self.video_out_done = true;
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::internal(&self.input, "filtering video", e)),
+        }
+        let t = self.encode.frames as f64 / self.plan.rate.as_f64();
+        if let Some(picker) = self.poster.as_mut().filter(|p| !p.done()) {
+            picker.offer(vf, t);
+        }
+        if let Some(extras) = self.extras.as_mut() {
+            extras
+                .offer(vf, t)
+                .map_err(|e| Error::internal(&self.input, "making the storyboard", e))?;
+        }
+        self.encode.video(std::mem::replace(vf, frame::Video::empty()))?;
+        let frames = self.encode.frames;
+        let position = Duration::from_secs_f64(frames as f64 / self.plan.rate.as_f64());
+        (self.progress)(Progress {
+            frames,
+            position,
+            expected: self.expected.max(position),
+        });
+        self.budget.check_for(&self.input)?;
+        Ok(true)
+    }
+
+    /// Moves one audio frame, if one is ready, to the encoder.
+    fn drain_audio(&mut self, af: &mut frame::Audio) -> Result<bool> {
+        if self.plan.audio_end.is_none() || self.audio_out_done {
+            return Ok(false);
+        }
+        match self.graph_mut()?.pull(pad::OUT_A, af) {
+            Ok(true) => {
+                self.encode.audio(std::mem::replace(af, frame::Audio::empty()))?;
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(ffmpeg_next::Error::Eof) => {
+                self.audio_out_done = true;
+                Ok(false)
+            }
+            Err(e) => Err(Error::internal(&self.input, "filtering audio", e)),
+        }
+    }
+
+    /// Moves every frame the ladder's sinks have ready into their
+    /// encoders; says whether any moved.
+    fn drain_ladder(&mut self, vf: &mut frame::Video) -> Result<bool> {
+        let (Some(graph), Some(extras)) = (self.graph.as_mut(), self.extras.as_mut()) else {
+            return Ok(false);
         };
-        return Err(Error::Corrupt {
-            path: main.path().to_owned(),
-            reason: why,
-        });
+        let mut moved = false;
+        for i in 0..extras.rungs() {
+            while extras.rung_open(i) {
+                match graph.pull(&pad::rung(i + 1), vf) {
+                    Ok(true) => {
+                        extras.rung_frame(i, std::mem::replace(vf, frame::Video::empty()))?;
+                        moved = true;
+                    }
+                    Ok(false) => break,
+                    Err(ffmpeg_next::Error::Eof) => extras.rung_ended(i),
+                    Err(e) => return Err(Error::internal(&self.input, "filtering the ladder", e)),
+                }
+            }
+        }
+        Ok(moved)
     }
-    // Compared with the video stream's own duration: the container's spans
-    // every stream, and audio may rightly outlast the video.
-    let Some(declared) = main.facts.video_duration.filter(|_| !main.video_done) else {
-        return Ok(());
-    };
-    let t = &main.timeline;
-    let got = t.seconds(t.end());
-    let expected = declared.as_secs_f64().min(t.seconds(t.limit));
-    let tolerance = (expected * 0.1).max(0.5);
-    if got + tolerance < expected {
-        let cause = cause.map(|c| format!(", {c}")).unwrap_or_default();
-        return Err(Error::Corrupt {
-            path: main.path().to_owned(),
-            reason: format!(
-                "only {got:.2} s of the video's declared {:.2} s could be decoded{cause}{}",
-                declared.as_secs_f64(),
-                fflog::recent()
-            ),
-        });
-    }
-    Ok(())
 }

@@ -1,14 +1,73 @@
-//! The encoders (libx264, and AAC when audio is kept) and the MP4 muxer.
+//! The encoders (libx264, and AAC when audio is kept) and the MP4 muxer;
+//! with HLS, libavformat's `hls` muxer beside it, fed the same packets.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ffmpeg_next::{Dictionary, Packet, Rational, codec, encoder, format, frame, picture};
 
 use crate::error::{Error, Result, is_again_or_eof};
-use crate::geom::Fraction;
+use crate::geom::{Fraction, Size};
 use crate::graph::AUDIO_RATE;
+use crate::ladder::{RateCap, Rung};
 use crate::spec::{PRESETS, RenditionSpec};
+
+/// One rendition's encoder settings.
+#[derive(Clone, Debug)]
+pub(super) struct Encoding {
+    /// Its name (`720p`), for the ladder's files.
+    pub name: String,
+    pub size: Size,
+    pub crf: u8,
+    pub cap: Option<RateCap>,
+    pub preset: String,
+    /// Cores it may use.
+    pub threads: u32,
+    pub keyframe_interval: Duration,
+    /// A keyframe exactly every interval and none at scene cuts, so that
+    /// the renditions' keyframes fall on the same frames.
+    pub aligned: bool,
+}
+
+impl Encoding {
+    /// The primary rendition's.
+    pub(super) fn primary(spec: &RenditionSpec) -> Self {
+        Encoding {
+            name: spec.name(),
+            size: Size::new(spec.width, spec.height),
+            crf: spec.crf,
+            cap: spec.cap,
+            preset: spec.preset.clone(),
+            threads: spec.threads,
+            keyframe_interval: spec.keyframe_interval,
+            aligned: spec.aligned_keyframes(),
+        }
+    }
+
+    /// A further rendition's: the primary's preset and keyframes, and one
+    /// core where the primary has a set number (a 360p encode costs about
+    /// a quarter of a 720p one); automatic where it is automatic.
+    pub(super) fn rung(spec: &RenditionSpec, rung: &Rung) -> Self {
+        Encoding {
+            name: rung.name.clone(),
+            size: Size::new(rung.width, rung.height),
+            crf: rung.crf,
+            cap: rung.cap,
+            threads: 1.min(spec.threads),
+            ..Encoding::primary(spec)
+        }
+    }
+}
+
+/// The `hls` muxer of one rendition: its media playlist, init segment and
+/// fMP4 segments, in a directory of their own.
+struct HlsOutput {
+    octx: format::context::Output,
+    index: usize,
+    /// The directory, for messages.
+    dir: PathBuf,
+}
 
 /// Samples per AAC frame: the muxer queues the graph's audio and encodes it
 /// in frames of exactly this size.
@@ -20,8 +79,12 @@ pub(super) struct Muxer {
     video: encoder::Video,
     video_track: Track,
     audio: Option<AudioTrack>,
+    hls: Option<HlsOutput>,
     /// Video frames encoded.
     pub frames: u64,
+    /// The size of each video packet, by frame number: the rate over
+    /// time.
+    pub packet_bytes: Vec<(i64, usize)>,
     rate: Fraction,
     /// The final output path, for error messages.
     output: PathBuf,
@@ -65,18 +128,21 @@ struct AudioTrack {
 impl Muxer {
     /// Opens the encoders and writes the MP4 header to `partial`.
     /// `output` is the final path, for messages.
+    /// With `hls`, also writes the rendition's HLS files into that
+    /// directory.
     pub(super) fn create(
         partial: &Path,
         output: &Path,
-        spec: &RenditionSpec,
+        enc: &Encoding,
         rate: Fraction,
         audio: bool,
+        hls: Option<&Path>,
     ) -> Result<Self> {
         let fail = |stage: &'static str| move |e: ffmpeg_next::Error| write_error(output, stage, e);
         let mut octx = format::output_as(partial, "mp4").map_err(fail("creating the MP4 file"))?;
         let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
 
-        let (video, x264) = open_x264(output, spec, rate, global_header)?;
+        let (video, x264) = open_x264(output, enc, rate, global_header)?;
         let video_track = add_stream(&mut octx, x264, &video, Medium::Video, output)?;
         if let Some(mut st) = octx.stream_mut(video_track.index) {
             st.set_avg_frame_rate(rate.to_rational());
@@ -97,12 +163,18 @@ impl Muxer {
         // Index (moov) before the media (mdat): playback starts at once.
         header.set("movflags", "+faststart");
         octx.write_header_with(header).map_err(fail("writing the MP4 header"))?;
+        let hls = match hls {
+            Some(dir) => Some(open_hls(dir, x264, &video, enc, rate)?),
+            None => None,
+        };
         Ok(Muxer {
             octx,
             video,
             video_track,
             audio,
+            hls,
             frames: 0,
+            packet_bytes: Vec::new(),
             rate,
             output: output.to_owned(),
         })
@@ -132,7 +204,28 @@ impl Muxer {
             .send_frame(frame)
             .map_err(|e| write_error(&self.output, "encoding video", e))?;
         self.frames += 1;
-        write_packets(&mut self.video, self.video_track, &mut self.octx, &self.output)
+        self.video_packets()
+    }
+
+    /// Moves the video encoder's packets into the MP4 file (and the HLS
+    /// segments), noting their sizes.
+    fn video_packets(&mut self) -> Result<()> {
+        let (sizes, tb) = (&mut self.packet_bytes, self.video_track.time_base);
+        let mut hls = self.hls.as_mut();
+        let mut also = |packet: &Packet| -> Result<()> {
+            sizes.push((packet.pts().unwrap_or(0), packet.size()));
+            match hls.as_mut() {
+                Some(h) => h.write(packet, tb),
+                None => Ok(()),
+            }
+        };
+        write_packets(
+            &mut self.video,
+            self.video_track,
+            &mut self.octx,
+            &self.output,
+            &mut also,
+        )
     }
 
     /// Queues the graph's audio (planar float stereo) and encodes it in
@@ -158,13 +251,24 @@ impl Muxer {
         self.video
             .send_eof()
             .map_err(|e| write_error(&self.output, "flushing video", e))?;
-        write_packets(&mut self.video, self.video_track, &mut self.octx, &self.output)?;
+        self.video_packets()?;
         if let Some(audio) = self.audio.as_mut() {
             audio
                 .encoder
                 .send_eof()
                 .map_err(|e| write_error(&self.output, "flushing audio", e))?;
-            write_packets(&mut audio.encoder, audio.track, &mut self.octx, &self.output)?;
+            write_packets(
+                &mut audio.encoder,
+                audio.track,
+                &mut self.octx,
+                &self.output,
+                &mut |_| Ok(()),
+            )?;
+        }
+        if let Some(hls) = self.hls.as_mut() {
+            hls.octx
+                .write_trailer()
+                .map_err(|e| write_error(&hls.dir, "finishing the HLS playlist", e))?;
         }
         self.octx
             .write_trailer()
@@ -207,7 +311,7 @@ impl AudioTrack {
             self.encoder
                 .send_frame(&f)
                 .map_err(|e| write_error(output, "encoding audio", e))?;
-            write_packets(&mut self.encoder, self.track, octx, output)?;
+            write_packets(&mut self.encoder, self.track, octx, output, &mut |_| Ok(()))?;
         }
     }
 
@@ -228,7 +332,7 @@ impl AudioTrack {
 /// BT.709 TV range, a keyframe at least every `keyframe_interval`.
 fn open_x264(
     output: &Path,
-    spec: &RenditionSpec,
+    spec: &Encoding,
     rate: Fraction,
     global_header: bool,
 ) -> Result<(encoder::Video, ffmpeg_next::Codec)> {
@@ -243,8 +347,8 @@ fn open_x264(
         .encoder()
         .video()
         .map_err(fail("creating the H.264 encoder"))?;
-    ctx.set_width(spec.width);
-    ctx.set_height(spec.height);
+    ctx.set_width(spec.size.w);
+    ctx.set_height(spec.size.h);
     ctx.set_format(format::Pixel::YUV420P);
     ctx.set_time_base(video_time_base(rate));
     ctx.set_frame_rate(Some(rate.to_rational()));
@@ -285,8 +389,21 @@ fn open_x264(
     // of its own with 4 frames (14 MiB at 720p) buffered ahead. The
     // bitstream is identical.
     let mut params = format!("keyint={gop}:min-keyint={}:sync-lookahead=0", (gop / 2).max(1));
+    if spec.aligned {
+        // Exactly every `gop` frames in every rendition: players switch
+        // renditions (and HLS cuts segments) at keyframes.
+        params = format!("keyint={gop}:min-keyint={gop}:scenecut=0:sync-lookahead=0");
+    }
     if let Some(frames) = capped_lookahead(&spec.preset) {
         params.push_str(&format!(":rc-lookahead={frames}"));
+    }
+    if let Some(cap) = spec.cap {
+        // Capped CRF: CRF's quality, the rate kept under the cap by the
+        // VBV model.
+        params.push_str(&format!(
+            ":vbv-maxrate={}:vbv-bufsize={}",
+            cap.max_kbps, cap.buffer_kbits
+        ));
     }
     opts.set("x264-params", &params);
     let encoder = ctx.open_with(opts).map_err(fail("opening libx264"))?;
@@ -373,6 +490,7 @@ fn write_packets(
     track: Track,
     octx: &mut format::context::Output,
     output: &Path,
+    also: &mut dyn FnMut(&Packet) -> Result<()>,
 ) -> Result<()> {
     let (encoding, writing) = track.medium.stages();
     let stream_tb = octx.stream(track.index).map_or(track.time_base, |s| s.time_base());
@@ -380,6 +498,7 @@ fn write_packets(
     loop {
         match encoder.receive_packet(&mut packet) {
             Ok(()) => {
+                also(&packet)?;
                 packet.set_stream(track.index);
                 packet.rescale_ts(track.time_base, stream_tb);
                 packet
@@ -389,6 +508,53 @@ fn write_packets(
             Err(e) if is_again_or_eof(&e) => return Ok(()),
             Err(e) => return Err(write_error(output, encoding, e)),
         }
+    }
+}
+
+/// Opens the `hls` muxer for a rendition in `dir`: `index.m3u8`,
+/// `init.mp4`, and fMP4 segments of one keyframe interval each
+/// (`seg_000.m4s`, …), a VOD playlist.
+fn open_hls(
+    dir: &Path,
+    x264: ffmpeg_next::Codec,
+    video: &encoder::Video,
+    enc: &Encoding,
+    rate: Fraction,
+) -> Result<HlsOutput> {
+    let fail = |stage: &'static str| move |e: ffmpeg_next::Error| write_error(dir, stage, e);
+    let mut octx = format::output_as(&dir.join("index.m3u8"), "hls").map_err(fail("creating the HLS playlist"))?;
+    let index = {
+        let mut st = octx.add_stream(x264).map_err(fail("adding the HLS stream"))?;
+        st.set_parameters(video);
+        st.set_time_base(video.time_base());
+        st.set_avg_frame_rate(rate.to_rational());
+        st.index()
+    };
+    let mut opts = Dictionary::new();
+    opts.set("hls_time", &format!("{:.3}", enc.keyframe_interval.as_secs_f64()));
+    opts.set("hls_playlist_type", "vod");
+    opts.set("hls_list_size", "0");
+    opts.set("hls_segment_type", "fmp4");
+    opts.set("hls_fmp4_init_filename", "init.mp4");
+    opts.set("hls_segment_filename", &dir.join("seg_%03d.m4s").to_string_lossy());
+    opts.set("hls_flags", "independent_segments");
+    octx.write_header_with(opts).map_err(fail("writing the HLS header"))?;
+    Ok(HlsOutput {
+        octx,
+        index,
+        dir: dir.to_owned(),
+    })
+}
+
+impl HlsOutput {
+    /// Writes a copy of an encoded video packet (timestamps in `tb`).
+    fn write(&mut self, packet: &Packet, tb: Rational) -> Result<()> {
+        let stream_tb = self.octx.stream(self.index).map_or(tb, |s| s.time_base());
+        let mut copy = packet.clone();
+        copy.set_stream(self.index);
+        copy.rescale_ts(tb, stream_tb);
+        copy.write_interleaved(&mut self.octx)
+            .map_err(|e| write_error(&self.dir, "writing an HLS segment", e))
     }
 }
 

@@ -339,3 +339,41 @@ fn open_video_decoder(
             other => Error::internal(path, "opening the video decoder", other),
         })
 }
+
+/// Fails a file whose video did not decode: nothing at all, or far less
+/// than it declares (a truncated file would give the viewer a fraction of
+/// the clip).
+pub(super) fn check_decoded(main: &MainSource, read_error: Option<&ffmpeg_next::Error>) -> Result<()> {
+    let cause = read_error.map(|e| format!("read error: {e}"));
+    if main.timeline.frames == 0 {
+        let why = match cause {
+            Some(c) => format!("no decodable video frame ({c}){}", fflog::recent()),
+            None => format!("no decodable video frame{}", fflog::recent()),
+        };
+        return Err(Error::Corrupt {
+            path: main.path().to_owned(),
+            reason: why,
+        });
+    }
+    // Compared with the video stream's own duration: the container's spans
+    // every stream, and audio may rightly outlast the video.
+    let Some(declared) = main.facts.video_duration.filter(|_| !main.video_done) else {
+        return Ok(());
+    };
+    let t = &main.timeline;
+    let got = t.seconds(t.end());
+    let expected = declared.as_secs_f64().min(t.seconds(t.limit));
+    let tolerance = (expected * 0.1).max(0.5);
+    if got + tolerance < expected {
+        let cause = cause.map(|c| format!(", {c}")).unwrap_or_default();
+        return Err(Error::Corrupt {
+            path: main.path().to_owned(),
+            reason: format!(
+                "only {got:.2} s of the video's declared {:.2} s could be decoded{cause}{}",
+                declared.as_secs_f64(),
+                fflog::recent()
+            ),
+        });
+    }
+    Ok(())
+}

@@ -262,6 +262,18 @@ impl Picture {
         (self.0.width(), self.0.height())
     }
 
+    /// The mean luma over a `w`x`h` region at (`x`, `y`), in the picture's
+    /// own range.
+    pub fn mean_luma_in(&self, x: u32, y: u32, w: u32, h: u32) -> f64 {
+        let mut sum = 0u64;
+        for row in y..y + h {
+            for col in x..x + w {
+                sum += u64::from(self.luma(col, row));
+            }
+        }
+        sum as f64 / f64::from((w * h).max(1))
+    }
+
     /// The mean luma over the whole picture, in the picture's own range.
     pub fn mean_luma(&self) -> f64 {
         let (w, h) = self.size();

@@ -17,5 +17,6 @@ mod hostile;
 
 mod browser;
 mod failures;
+mod ladder;
 mod rendition;
 mod untrusted;

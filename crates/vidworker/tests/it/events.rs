@@ -28,7 +28,7 @@ async fn each_outcome_is_announced_once_through_sns() {
     let [event] = of_video(&all, good)[..] else {
         panic!("one event for {good}: {all:#?}")
     };
-    assert_eq!(event["version"], 1);
+    assert_eq!(event["version"], 2, "version 2 by default");
     assert_eq!(event["type"], "video.processed");
     assert_eq!(event["id"], processed.event_id.expect("event id").to_string());
     assert_eq!(event["attempts"], 1);
@@ -45,12 +45,23 @@ async fn each_outcome_is_announced_once_through_sns() {
         (&1280.into(), &720.into())
     );
     assert!(event["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{event}");
+    // Version 2's outputs and cost, the CPU time measured by the child.
+    assert_eq!(event["outputs"]["renditions"][0]["key"], event["rendition"]["key"]);
+    assert_eq!(event["outputs"]["renditions"][0]["name"], "720p");
+    assert_eq!(event["outputs"]["objects"], 2, "the rendition and its poster: {event}");
+    let cpu = event["cost"]["cpu_seconds"].as_f64().expect("the child's CPU seconds");
+    assert!(cpu > 0.0 && cpu < 120.0, "{event}");
+    assert!(
+        event["cost"]["peak_rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20),
+        "{event}"
+    );
+    assert!(event["cost"].get("dollars").is_none(), "no price set: {event}");
 
     let failed = &rows[1];
     let [event] = of_video(&all, audio)[..] else {
         panic!("one event for {audio}: {all:#?}")
     };
-    assert_eq!(event["version"], 1);
+    assert_eq!(event["version"], 2);
     assert_eq!(event["type"], "video.failed");
     assert_eq!(event["id"], failed.event_id.expect("event id").to_string());
     assert_eq!(event["failure"]["kind"], "no_video");
@@ -100,5 +111,53 @@ async fn a_crash_between_record_and_delete_announces_the_event_once() {
     assert!(row.event_published_at.is_some(), "{row:?}");
     assert_eq!(before[0]["id"], row.event_id.expect("event id").to_string());
     assert_eq!(row.attempts, 1, "not made twice");
+    stack.check_invariants(&[id]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_is_listed_by_status_and_announced_in_the_version_asked_for() {
+    let stack = Stack::start(Duration::from_secs(60)).await;
+    let (topic, subscriber) = stack.subscribed_topic().await;
+    let id = stack.submit("portrait-phone-8s.mp4").await;
+    let env = [
+        ("EVENTS_TOPIC_ARN", topic.as_str()),
+        ("EVENTS_VERSION", "1"),
+        ("RENDITIONS", "720p,270p"),
+        ("RENDITION_HLS", "true"),
+        ("RENDITION_STORYBOARD", "true"),
+        ("COST_PER_VCPU_HOUR", "0.0446"),
+    ];
+    let mut worker = stack.spawn_binary("ladder", &env);
+    let rows = stack.wait_settled(&[id], LIMIT).await;
+    let all = stack.events(&subscriber, Duration::from_secs(5)).await;
+    worker.signal(Signal::TERM);
+    assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
+    let [event] = of_video(&all, id)[..] else {
+        panic!("one event for {id}: {all:#?}")
+    };
+    assert_eq!(event["version"], 1, "{event}");
+    assert!(event.get("outputs").is_none() && event.get("cost").is_none(), "{event}");
+
+    let (code, out, err) = stack.command(&["status", &id.to_string()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let stem = rows[0]
+        .processed_key
+        .as_deref()
+        .and_then(|k| k.strip_suffix(".mp4"))
+        .expect("key");
+    for expected in [
+        "720p 1280x720".to_owned(),
+        "270p 480x270".to_owned(),
+        format!("{stem}/270p.mp4"),
+        format!("hls: {stem}/hls/master.m3u8"),
+        format!("storyboard: {stem}/storyboard.jpg + {stem}/storyboard.vtt"),
+    ] {
+        assert!(out.contains(&expected), "{expected:?} in:\n{out}");
+    }
+    let cost = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("cost:"))
+        .expect("a cost line");
+    assert!(cost.contains(" CPU s, $0.0") && cost.contains("transcode"), "{cost}");
     stack.check_invariants(&[id]).await;
 }

@@ -84,6 +84,10 @@ pub struct ProcessedRow {
     pub media_info: serde_json::Value,
     /// Where the poster is, if one was made.
     pub poster_key: Option<String>,
+    /// Every output ([`crate::outputs::Outputs`]).
+    pub outputs: serde_json::Value,
+    /// What the job cost ([`crate::outputs::Cost`]).
+    pub cost: serde_json::Value,
 }
 
 /// How a fenced write of an outcome went.
@@ -301,7 +305,8 @@ impl Db {
                         updated_at = now(), error = NULL, failure_kind = NULL, last_error_kind = NULL, \
                         uploaded_key = NULL, claimed_by = NULL, claim_token = NULL, lease_expires_at = NULL, \
                         source_duration_seconds = $4, source_width = $5, source_height = $6, original_bytes = $7, \
-                        processed_bytes = $8, processed_duration_seconds = $9, media_info = $10 \
+                        processed_bytes = $8, processed_duration_seconds = $9, media_info = $10, \
+                        outputs = $15, cost = $16 \
                      FROM old WHERE v.id = $1 AND v.claim_token = $2 AND v.status = $12 \
                      RETURNING old.processed_key AS previous",
                 )
@@ -319,6 +324,8 @@ impl Db {
                 .bind(Status::Processing)
                 .bind(Status::Processed)
                 .bind(Phase::Done)
+                .bind(&o.outputs)
+                .bind(&o.cost)
                 .fetch_optional(&self.pool),
             )
             .await?;

@@ -103,7 +103,7 @@ macro_rules! select_row {
          processing_started_at, processed_at, claimed_by, lease_expires_at, source_duration_seconds, source_width, \
          source_height, original_bytes, processed_bytes, processed_duration_seconds, interruptions, failure_kind, \
          last_error_kind, uploaded_key, resends, resent_at, resend_reason, poster_key, phase, progress_percent, \
-         event_id, event_published_at, generation, claim_token FROM videos"
+         event_id, event_published_at, generation, claim_token, outputs, cost FROM videos"
     };
 }
 pub(super) use select_row;
@@ -175,6 +175,10 @@ pub struct VideoRow {
     pub generation: i32,
     /// The current claim's fencing token, while processing.
     pub claim_token: Option<Uuid>,
+    /// Every output of the recorded rendition ([`crate::outputs::Outputs`]).
+    pub outputs: Option<serde_json::Value>,
+    /// What its job cost ([`crate::outputs::Cost`]).
+    pub cost: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

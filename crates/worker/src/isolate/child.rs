@@ -98,7 +98,10 @@ fn transcode(job: &Job, out: &mut impl Write) -> io::Result<()> {
     }
     tracing::debug!(peak = sandbox::peak_address_space(), "address space of the transcode");
     let reply = match result {
-        Ok(report) => Reply::Done(Box::new(report)),
+        Ok(report) => Reply::Done {
+            report: Box::new(report),
+            usage: sandbox::usage(),
+        },
         Err(e) => Reply::Failed(Failure {
             class: e.class(),
             kind: e.kind().to_owned(),

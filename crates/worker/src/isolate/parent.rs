@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::child::CANNOT_START;
 use super::protocol::{self, Failure, Job, Reply, Request};
-use super::sandbox::{Layers, Policy};
+use super::sandbox::{Layers, Policy, Usage};
 use super::{ChildError, ChildSettings};
 
 /// How long after the job's time limit a child that has not answered is
@@ -41,7 +41,7 @@ const ALLOCATION_FAILED: &str = "memory allocation of ";
 /// How a child ended, before it is judged.
 enum Ending {
     /// Its last frame.
-    Answered(Result<Box<Report>, Failure>),
+    Answered(Result<(Box<Report>, Usage), Failure>),
     /// It closed its stdout without one.
     Silent,
 }
@@ -106,14 +106,15 @@ impl ChildSettings {
     }
 
     /// Runs `job` in a child confined to `job_dir`, reporting progress,
-    /// until it ends or `stop` is cancelled (the child is then killed).
+    /// until it ends or `stop` is cancelled (the child is then killed);
+    /// returns the processor's report and what the child used.
     pub(crate) async fn transcode(
         &self,
         job: Job,
         job_dir: &Path,
         mut on_progress: impl FnMut(Progress),
         stop: &CancellationToken,
-    ) -> Result<Report, ChildError> {
+    ) -> Result<(Report, Usage), ChildError> {
         let name = job.name.clone();
         let limit = job.spec.limits.timeout;
         let request = self.request(&job.spec.clone(), Some(job), Some(job_dir));
@@ -141,7 +142,7 @@ impl ChildSettings {
         let status = running.exit().await;
         let tail = running.tail();
         match (ending?, status?) {
-            (Ending::Answered(Ok(report)), _) => Ok(*report),
+            (Ending::Answered(Ok((report, usage))), _) => Ok((*report, usage)),
             (Ending::Answered(Err(failure)), _) if failure.out_of_memory => Err(ChildError::OverMemory {
                 name,
                 limit: self.memory.unwrap_or_default(),
@@ -303,7 +304,7 @@ impl Running {
         loop {
             match protocol::read_frame_async::<Reply>(&mut self.stdout).await {
                 Ok(Some(Reply::Progress(p))) => on_progress(p),
-                Ok(Some(Reply::Done(report))) => return Ok(Ending::Answered(Ok(report))),
+                Ok(Some(Reply::Done { report, usage })) => return Ok(Ending::Answered(Ok((report, usage)))),
                 Ok(Some(Reply::Failed(failure))) => return Ok(Ending::Answered(Err(failure))),
                 Ok(Some(Reply::Started { .. })) => return Err(ChildError::Protocol("a second start frame".into())),
                 Ok(None) => return Ok(Ending::Silent),

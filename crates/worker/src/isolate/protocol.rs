@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::sandbox::{Layers, Policy};
+use super::sandbox::{Layers, Policy, Usage};
 
 /// The protocol's version; a change to any frame changes it.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// The largest frame either side accepts. A report is a few KiB.
 const MAX_FRAME: u32 = 1 << 20;
@@ -69,7 +69,12 @@ pub enum Reply {
     /// The transcode moved on.
     Progress(Progress),
     /// The transcode is done; the last frame.
-    Done(Box<Report>),
+    Done {
+        /// What the processor reports.
+        report: Box<Report>,
+        /// What the transcode took from the machine.
+        usage: Usage,
+    },
     /// The transcode failed; the last frame.
     Failed(Failure),
 }

@@ -214,14 +214,39 @@ const EXHAUSTED_MARGIN: u64 = 64 << 20;
 /// `/proc/self/status`, opened before Landlock closes `/proc`.
 static STATUS: OnceLock<File> = OnceLock::new();
 
+/// What a transcode took from the machine, measured by the child itself:
+/// it runs one job, so its own counters are the job's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time of every thread of the child, user and system, in seconds.
+    pub cpu_seconds: f64,
+    /// Its peak resident memory (`VmHWM`), in bytes, if it could be read.
+    pub peak_rss_bytes: Option<u64>,
+}
+
 /// The peak address space so far (`VmPeak`), in bytes.
 pub fn peak_address_space() -> Option<u64> {
+    status_bytes("VmPeak:")
+}
+
+/// What this process took so far: its CPU time (every thread, the ended
+/// ones included) and its peak resident memory.
+pub fn usage() -> Usage {
+    let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Usage {
+        cpu_seconds: cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9,
+        peak_rss_bytes: status_bytes("VmHWM:"),
+    }
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
     let mut buf = vec![0; 4096];
     let n = STATUS.get()?.read_at(&mut buf, 0).ok()?;
     let status = String::from_utf8_lossy(&buf[..n]);
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmPeak:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib << 10)
 }

@@ -1,9 +1,11 @@
 //! The work of a claimed job: download the original, transcode it, upload
-//! the rendition and its poster under the claim's own keys, in a private
-//! directory that is removed whatever happens.
+//! the rendition, its poster and its extras (the ladder, HLS, the
+//! storyboard) under the claim's own keys ([`crate::outputs`]), in a
+//! private directory that is removed whatever happens.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use processor::{CancelFlag, Progress, Report};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +16,10 @@ use super::progress::RowProgress;
 use super::stop::JobStop;
 use super::{JobError, Runner};
 use crate::db::Phase;
-use crate::isolate::Isolation;
 use crate::isolate::protocol::Job;
+use crate::isolate::sandbox::Usage;
+use crate::isolate::{ChildError, Isolation};
+use crate::outputs::{Cost, Outputs, Plan, StageSeconds, seconds};
 use crate::telemetry::Stage;
 
 /// What a finished transcode left to record.
@@ -27,6 +31,12 @@ pub(super) struct Produced {
     pub(super) key: String,
     /// The claim's own poster key, if the spec makes one.
     pub(super) poster_key: Option<String>,
+    /// Every key stored, the two above included.
+    pub(super) keys: Vec<String>,
+    /// Every output, as the row records them.
+    pub(super) outputs: Outputs,
+    /// What the job cost.
+    pub(super) cost: Cost,
 }
 
 /// What the work of one job needs from it.
@@ -75,6 +85,7 @@ impl Work<'_> {
         if slot.is_none() && !self.room_to_prefetch(jobs_dir) {
             slot = Some(self.transcode_slot().await?);
         }
+        let started = Instant::now();
         let original_bytes = stats
             .observe_stage(Stage::Download, self.download(original_key, &original))
             .await?;
@@ -84,75 +95,84 @@ impl Work<'_> {
             Some(slot) => slot,
             None => self.transcode_slot().await?,
         };
-        let report = stats
+        let downloaded = Instant::now();
+        let (report, usage) = stats
             .observe_stage(Stage::Transcode, self.transcode(original_key, &original, &rendition))
             .await?;
+        let transcoded = Instant::now();
         // The upload does not hold up the next job's transcode.
         drop(slot);
         let stem = format!("{}{video_id}/{}", runner.settings.processed_prefix, token.simple());
-        let (key, poster_key) = self.store(&report, &rendition, &stem, video_id, token).await?;
+        let plan =
+            Plan::new(&report, &rendition, &stem).map_err(|e| JobError::Child(ChildError::Protocol(e.to_string())))?;
+        self.store(&plan, video_id, token).await?;
         drop(dir);
+        let wall = StageSeconds {
+            download: seconds(downloaded - started),
+            transcode: seconds(transcoded - downloaded),
+            upload: seconds(transcoded.elapsed()),
+        };
+        let cost = Cost::new(
+            usage.map(|u| u.cpu_seconds),
+            usage.and_then(|u| u.peak_rss_bytes),
+            wall,
+            runner.settings.vcpu_hour_price,
+        );
         Ok(Produced {
             report,
             original_bytes,
-            key,
-            poster_key,
+            keys: plan.uploads.into_iter().map(|u| u.key).collect(),
+            key: plan.key,
+            poster_key: plan.poster_key,
+            outputs: plan.outputs,
+            cost,
         })
     }
 
-    /// Uploads the rendition and its poster under the claim's own keys
-    /// (`<stem>.mp4`, `<stem>.jpg`) and notes the upload in the row; what
-    /// cannot be noted (the claim is lost) is deleted again.
-    async fn store(
-        &self,
-        report: &Report,
-        rendition: &Path,
-        stem: &str,
-        video_id: Uuid,
-        token: Uuid,
-    ) -> Result<(String, Option<String>), JobError> {
+    /// Uploads every file of the plan under the claim's own keys (the
+    /// primary rendition last) and notes the upload in the row; what cannot
+    /// be noted (the claim is lost) is deleted again.
+    async fn store(&self, plan: &Plan, video_id: Uuid, token: Uuid) -> Result<(), JobError> {
         let runner = self.runner;
         let stats = &runner.stats;
-        let key = format!("{stem}.mp4");
         self.progress.set(Phase::Uploading, 90);
-        let poster_key = report.poster.as_ref().map(|_| format!("{stem}.jpg"));
-        // One upload stage: the rendition, then its poster (a poster that
-        // cannot be stored takes the rendition with it).
+        // One upload stage. A file that cannot be stored takes the ones
+        // stored before it with it: half a set is never recorded. One at a
+        // time: a ladder is a few dozen small objects, and a job's upload
+        // is short beside its transcode.
         let uploads = async {
-            self.upload(rendition, &key, "video/mp4").await?;
-            if let (Some(poster), Some(poster_key)) = (&report.poster, &poster_key)
-                && let Err(e) = self.upload(poster, poster_key, "image/jpeg").await
-            {
-                delete_unrecorded(runner, &key).await;
-                return Err(e);
+            for (i, upload) in plan.uploads.iter().enumerate() {
+                if let Err(e) = self.upload(&upload.path, &upload.key, upload.content_type).await {
+                    for stored in &plan.uploads[..i] {
+                        delete_unrecorded(runner, &stored.key).await;
+                    }
+                    return Err(e);
+                }
             }
             Ok(())
         };
         stats.observe_stage(Stage::Upload, uploads).await?;
-        stats.uploaded(report.bytes);
+        stats.uploaded(plan.outputs.bytes);
         self.progress.set(Phase::Uploading, 97);
         // A stop request now (the end of the grace period) still lets the
         // record land if PostgreSQL answers at once: it takes milliseconds,
         // while handing the job back would redo it.
         let record = runner.patiently("record the upload", self.stop, || async {
-            Ok(runner.db.record_upload(video_id, token, &key).await?)
+            Ok(runner.db.record_upload(video_id, token, &plan.key).await?)
         });
-        let recorded = self.stop.bound("record the upload", record).await;
-        match recorded {
-            Ok(true) => {}
+        match self.stop.bound("record the upload", record).await {
+            Ok(true) => Ok(()),
             Ok(false) => {
                 // The claim is lost: no row records keys under its token.
-                delete_unrecorded(runner, &key).await;
-                if let Some(poster_key) = &poster_key {
-                    delete_unrecorded(runner, poster_key).await;
+                for upload in &plan.uploads {
+                    delete_unrecorded(runner, &upload.key).await;
                 }
-                return Err(JobError::ClaimLost);
+                Err(JobError::ClaimLost)
             }
             // The write may have landed unseen, so the objects stay; the
             // video's next recording clears what its row does not keep.
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        Ok((key, poster_key))
     }
 
     /// Waits for a transcode slot. A job still waiting when intake stops
@@ -194,12 +214,17 @@ impl Work<'_> {
     /// Runs the processor as the worker's isolation says: in a sandboxed
     /// child, killed when the job's stop token is cancelled, or on a
     /// blocking thread, cancelled within a frame.
-    async fn transcode(&self, key: &str, input: &Path, output: &Path) -> Result<Report, JobError> {
+    /// What the child used is returned with its report (`None` in
+    /// process).
+    async fn transcode(&self, key: &str, input: &Path, output: &Path) -> Result<(Report, Option<Usage>), JobError> {
         let original = format!("s3://{}/{key}", self.runner.storage.bucket());
         let on_progress = report_progress(Arc::clone(self.progress));
         let child = match &self.runner.settings.isolation {
             Isolation::Child(child) => child,
-            Isolation::InProcess => return self.in_process(original, input, output, on_progress).await,
+            Isolation::InProcess => {
+                let report = self.in_process(original, input, output, on_progress).await?;
+                return Ok((report, None));
+            }
         };
         let job = Job {
             input: input.to_owned(),
@@ -208,7 +233,8 @@ impl Work<'_> {
             spec: self.runner.settings.spec.clone(),
         };
         let job_dir = input.parent().unwrap_or(input);
-        Ok(child.transcode(job, job_dir, on_progress, &self.stop.token).await?)
+        let (report, usage) = child.transcode(job, job_dir, on_progress, &self.stop.token).await?;
+        Ok((report, Some(usage)))
     }
 
     /// The transcode on a blocking thread of this process.

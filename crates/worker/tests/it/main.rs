@@ -11,6 +11,7 @@ mod support;
 
 mod crashes;
 mod faults;
+mod outputs;
 mod platform;
 mod reliability;
 mod sandbox;

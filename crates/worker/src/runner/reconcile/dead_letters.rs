@@ -293,6 +293,8 @@ mod tests {
             event_published_at: None,
             generation: 0,
             claim_token: None,
+            outputs: None,
+            cost: None,
         }
     }
 

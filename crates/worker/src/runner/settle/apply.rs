@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::decide::{MessageAction, RowAction, Settlement, Told, Written};
 use crate::db::{Claimed, HandBack, Phase, ProcessedRow, Recorded};
+use crate::outputs;
 use crate::queue::Received;
 use crate::runner::heartbeat::Heartbeat;
 use crate::runner::progress::RowProgress;
@@ -158,8 +159,8 @@ impl Settle<'_> {
                 Ok(true)
             }
             Recorded::ClaimLost => {
-                let ours = [Some(done.key.as_str()), done.poster_key.as_deref()];
-                self.delete_unreferenced(video_id, ours.into_iter().flatten()).await;
+                self.delete_unreferenced(video_id, done.keys.iter().map(String::as_str))
+                    .await;
                 Ok(false)
             }
         }
@@ -185,10 +186,11 @@ impl Settle<'_> {
     }
 
     /// Deletes each of `keys` that the video's row, read now, neither
-    /// records nor may still record: its rendition and poster, the current
-    /// claim's upload, and anything under the current claim's own keys (a
-    /// newer claim, after a requeue, uploading as we speak). If the row
-    /// cannot be read, nothing is deleted.
+    /// records nor may still record: its rendition and poster, every output
+    /// under the rendition's stem (the ladder, HLS, the storyboard), the
+    /// current claim's upload, and anything under the current claim's own
+    /// keys (a newer claim, after a requeue, uploading as we speak). If the
+    /// row cannot be read, nothing is deleted.
     async fn delete_unreferenced<'k>(&self, video_id: Uuid, keys: impl Iterator<Item = &'k str>) {
         let row = match self.runner.db.get(video_id).await {
             Ok(Some(row)) => row,
@@ -200,9 +202,10 @@ impl Settle<'_> {
         };
         let current_claim = row.claim_token.map(|t| t.simple().to_string());
         for key in keys {
-            let referenced = [&row.processed_key, &row.poster_key, &row.uploaded_key]
-                .iter()
-                .any(|r| r.as_deref() == Some(key));
+            let referenced = row.poster_key.as_deref() == Some(key)
+                || [&row.processed_key, &row.uploaded_key]
+                    .iter()
+                    .any(|r| r.as_deref().is_some_and(|recorded| outputs::belongs_to(key, recorded)));
             let current = current_claim.as_ref().is_some_and(|t| key.contains(t.as_str()));
             if !referenced && !current {
                 delete_unrecorded(self.runner, key).await;
@@ -337,5 +340,7 @@ fn processed_row(done: &Produced) -> ProcessedRow {
         processed_duration: done.report.duration.as_secs_f64(),
         media_info: serde_json::to_value(info).unwrap_or_default(),
         poster_key: done.poster_key.clone(),
+        outputs: serde_json::to_value(&done.outputs).unwrap_or_default(),
+        cost: serde_json::to_value(&done.cost).unwrap_or_default(),
     }
 }

@@ -506,11 +506,18 @@ impl Stack {
                             "the recorded object {key} was written exactly once: {written:?}"
                         );
                     }
-                    let mut current = self.storage.list(&format!("processed/{id}/")).await.expect("list");
-                    current.sort();
-                    let mut expected = recorded.clone();
-                    expected.sort();
-                    assert_eq!(current, expected, "only the recorded rendition and poster remain");
+                    let current = self.storage.list(&format!("processed/{id}/")).await.expect("list");
+                    for key in &recorded {
+                        assert!(current.contains(key), "{key} is recorded but gone: {current:?}");
+                    }
+                    let rendition = row.processed_key.as_deref().unwrap_or_default();
+                    let stray: Vec<&String> = current
+                        .iter()
+                        .filter(|k| !recorded.contains(k) && !worker::outputs::belongs_to(k, rendition))
+                        .collect();
+                    assert!(stray.is_empty(), "only the recorded outputs remain, not {stray:?}");
+                    let outputs = row.outputs.clone().expect("a processed row records its outputs");
+                    assert_eq!(outputs["objects"], current.len(), "every output recorded: {current:?}");
                     assert_eq!((row.phase, row.progress_percent), (Phase::Done, 100), "{row:?}");
                     assert!(row.event_id.is_some(), "an outcome without an event id: {row:?}");
                 }
