@@ -61,5 +61,20 @@ pub use ladder::{MAX_RUNGS, RateCap, Rung, STANDARD as STANDARD_RUNGS, default_c
 pub use probe::{MediaInfo, probe, probe_with};
 pub use spec::{
     Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, MAX_CARDS_TOTAL, PRESETS, RenditionSpec, Watermark,
+    X264_TUNING_KEYS,
 };
 pub use transcode::{Rendition, Report, StoryboardFiles, check_spec, process};
+
+/// The FFmpeg libraries this process loaded, as `(name, "major.minor.micro")`:
+/// the ones the dynamic linker found at run time, which may differ from
+/// those it was built against.
+pub fn library_versions() -> Vec<(&'static str, String)> {
+    let v = |n: u32| format!("{}.{}.{}", n >> 16, (n >> 8) & 0xff, n & 0xff);
+    vec![
+        ("libavutil", v(ffmpeg_next::util::version())),
+        ("libavcodec", v(ffmpeg_next::codec::version())),
+        ("libavformat", v(ffmpeg_next::format::version())),
+        ("libavfilter", v(ffmpeg_next::filter::version())),
+        ("libswscale", v(ffmpeg_next::software::scaling::version())),
+    ]
+}

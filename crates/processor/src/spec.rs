@@ -187,6 +187,11 @@ pub struct RenditionSpec {
     pub preset: String,
     /// The libx264 constant rate factor, 0 (lossless) to 51.
     pub crf: u8,
+    /// Further libx264 settings over the preset's, `key=value` pairs
+    /// joined by `:` as in x264's `--x264-params` (only the tuning keys of
+    /// [`X264_TUNING_KEYS`]: nothing that changes keyframes, the rate cap
+    /// or the profile); empty for the preset's own.
+    pub x264_params: String,
     /// The output frame rate is the source's, reduced below this cap by an
     /// integer factor (59.94 becomes 29.97, 120 becomes 30).
     pub max_fps: u32,
@@ -230,6 +235,7 @@ impl Default for RenditionSpec {
             keep_audio: false,
             preset: "medium".to_owned(),
             crf: 23,
+            x264_params: String::new(),
             max_fps: 30,
             keyframe_interval: Duration::from_secs(2),
             threads: 0,
@@ -241,6 +247,58 @@ impl Default for RenditionSpec {
             limits: Limits::default(),
         }
     }
+}
+
+/// The x264 settings `x264_params` may change: motion search, reference
+/// frames, B-frames, partitions, quantisation and psychovisual tuning.
+/// Keyframes, scene cuts, GOPs, rate control, VBV, threads and the profile
+/// are the processor's: players depend on them.
+pub const X264_TUNING_KEYS: &[&str] = &[
+    "subme",
+    "me",
+    "merange",
+    "ref",
+    "mixed-refs",
+    "trellis",
+    "b-adapt",
+    "bframes",
+    "b-pyramid",
+    "direct",
+    "weightb",
+    "weightp",
+    "partitions",
+    "8x8dct",
+    "rc-lookahead",
+    "mbtree",
+    "aq-mode",
+    "aq-strength",
+    "psy",
+    "psy-rd",
+    "fast-pskip",
+    "dct-decimate",
+    "deblock",
+    "chroma-me",
+];
+
+/// Checks `x264_params`: `key=value` pairs of tuning keys, values of
+/// letters, digits and `.,+-`.
+fn check_x264_params(params: &str) -> std::result::Result<(), String> {
+    for pair in params.split(':').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("x264 setting {pair:?} is not key=value"))?;
+        if !X264_TUNING_KEYS.contains(&key) {
+            return Err(format!(
+                "x264 setting {key:?} cannot be changed (only {})",
+                X264_TUNING_KEYS.join(", ")
+            ));
+        }
+        let plain = |c: char| c.is_ascii_alphanumeric() || ".,+-".contains(c);
+        if value.is_empty() || !value.chars().all(plain) {
+            return Err(format!("x264 setting {key}={value:?} has an unusable value"));
+        }
+    }
+    Ok(())
 }
 
 /// The x264 presets, fastest first.
@@ -362,6 +420,7 @@ impl RenditionSpec {
         if self.crf > 51 {
             return invalid(format!("crf {} is outside 0 to 51", self.crf));
         }
+        check_x264_params(&self.x264_params).or_else(invalid)?;
         if self.keyframe_interval < Duration::from_millis(100) || self.keyframe_interval > Duration::from_secs(20) {
             return invalid(format!(
                 "keyframe interval {:?} is outside 0.1 to 20 s",
@@ -487,6 +546,27 @@ mod tests {
         let err = preset.validate().expect_err("unknown preset");
         assert!(err.to_string().contains("unknown x264 preset \"warp\""), "{err}");
         assert_eq!(err.class(), crate::ErrorClass::Spec);
+    }
+
+    #[test]
+    fn only_tuning_settings_of_x264_can_be_changed() {
+        let with = |params: &str| RenditionSpec {
+            x264_params: params.into(),
+            ..RenditionSpec::default()
+        };
+        assert!(with("subme=6:ref=2:psy-rd=1.0,0.15:me=hex").validate().is_ok());
+        for (params, says) in [
+            ("keyint=600", "\"keyint\" cannot be changed"),
+            ("scenecut=40", "\"scenecut\" cannot be changed"),
+            ("open-gop=1", "cannot be changed"),
+            ("vbv-maxrate=99999", "cannot be changed"),
+            ("subme", "is not key=value"),
+            ("ref=2;rm -rf", "unusable value"),
+            ("ref=", "unusable value"),
+        ] {
+            let err = with(params).validate().expect_err(params);
+            assert!(err.to_string().contains(says), "{params}: {err}");
+        }
     }
 
     #[test]

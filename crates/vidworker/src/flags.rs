@@ -159,6 +159,11 @@ pub struct RenditionArgs {
     /// libx264 constant rate factor, 0 to 51 (lower is better and larger).
     #[arg(long, env = "RENDITION_CRF", default_value_t = spec().crf)]
     pub crf: u8,
+    /// Further libx264 tuning over the preset, as `key=value:key=value`
+    /// (subme, me, ref, trellis, b-adapt, rc-lookahead, aq-mode, psy-rd,
+    /// …; never keyframes, rate control or the profile).
+    #[arg(long, env = "RENDITION_X264_PARAMS", default_value_t = spec().x264_params, value_name = "PARAMS")]
+    pub x264_params: String,
     /// Highest output frame rate; faster sources are reduced by an integer
     /// factor (59.94 → 29.97).
     #[arg(long, env = "RENDITION_MAX_FPS", default_value_t = spec().max_fps)]
@@ -285,6 +290,7 @@ impl RenditionArgs {
             poster: self.poster && !self.no_poster,
             preset: self.preset.clone(),
             crf: self.crf,
+            x264_params: self.x264_params.clone(),
             max_fps: self.max_fps,
             keyframe_interval: seconds("keyframe interval", self.keyframe_interval)?,
             threads: self.threads,

@@ -22,6 +22,8 @@ pub(super) struct Encoding {
     pub crf: u8,
     pub cap: Option<RateCap>,
     pub preset: String,
+    /// Tuning over the preset (`RenditionSpec::x264_params`).
+    pub x264_params: String,
     /// Cores it may use.
     pub threads: u32,
     pub keyframe_interval: Duration,
@@ -39,6 +41,7 @@ impl Encoding {
             crf: spec.crf,
             cap: spec.cap,
             preset: spec.preset.clone(),
+            x264_params: spec.x264_params.clone(),
             threads: spec.threads,
             keyframe_interval: spec.keyframe_interval,
             aligned: spec.aligned_keyframes(),
@@ -379,10 +382,23 @@ fn open_x264(
         flags |= codec::Flags::GLOBAL_HEADER;
     }
     ctx.set_flags(flags);
+    let opts = x264_options(spec, gop);
+    let encoder = ctx.open_with(opts).map_err(fail("opening libx264"))?;
+    Ok((encoder, x264))
+}
+
+/// libx264's options for `spec`, with a keyframe at least every `gop`
+/// frames.
+fn x264_options(spec: &Encoding, gop: u32) -> Dictionary<'static> {
     let mut opts = Dictionary::new();
     opts.set("preset", &spec.preset);
     opts.set("crf", &spec.crf.to_string());
-    opts.set("profile", "high");
+    // CRF 0 is lossless, which High profile cannot carry: x264 picks High
+    // 4:4:4 Predictive itself (browsers do not play it; it serves as a
+    // reference for quality measurements).
+    if spec.crf > 0 {
+        opts.set("profile", "high");
+    }
     // Keyframes at least every `gop` frames; scene cuts may add more.
     // sync-lookahead=0: the lookahead runs in the thread that hands x264
     // its frames (the encoding thread, see encode.rs) instead of a thread
@@ -397,6 +413,12 @@ fn open_x264(
     if let Some(frames) = capped_lookahead(&spec.preset) {
         params.push_str(&format!(":rc-lookahead={frames}"));
     }
+    if !spec.x264_params.is_empty() {
+        // Tuning only (checked by the spec): after ours, so it may change
+        // the lookahead, never keyframes or the cap.
+        params.push(':');
+        params.push_str(&spec.x264_params);
+    }
     if let Some(cap) = spec.cap {
         // Capped CRF: CRF's quality, the rate kept under the cap by the
         // VBV model.
@@ -406,8 +428,7 @@ fn open_x264(
         ));
     }
     opts.set("x264-params", &params);
-    let encoder = ctx.open_with(opts).map_err(fail("opening libx264"))?;
-    Ok((encoder, x264))
+    opts
 }
 
 /// The longest rate-control lookahead, in frames: one second at the

@@ -86,6 +86,28 @@ fn every_keyframe_of_every_preset_is_an_idr_starting_a_closed_gop() {
     }
 }
 
+/// Tuning over the preset reaches x264 (it writes its settings into the
+/// stream), and CRF 0, documented as lossless, encodes (x264 picks the
+/// lossless profile itself; High cannot carry it).
+#[test]
+fn x264_tuning_and_lossless_crf_reach_the_encoder() {
+    let tuned = RenditionSpec {
+        x264_params: "subme=5:ref=1:trellis=0".into(),
+        ..fast()
+    };
+    let (_dir, out, _) = render(&fixture("gray-720p.mp4"), &tuned);
+    let bytes = std::fs::read(&out).expect("out");
+    let settings = String::from_utf8_lossy(&bytes);
+    for want in ["subme=5 ", "ref=1 ", "trellis=0 ", "keyint=60 "] {
+        assert!(settings.contains(want), "{want:?} in the x264 settings");
+    }
+    let lossless = RenditionSpec { crf: 0, ..fast() };
+    let (_dir, out, _) = render(&fixture("gray-720p.mp4"), &lossless);
+    let d = decode(&out);
+    assert_eq!(d.profile, Profile::H264(H264::High444Predictive), "lossless");
+    assert_eq!(d.frames.len(), 60, "every frame decodes");
+}
+
 #[test]
 fn the_watermark_is_drawn_in_the_bottom_right_corner() {
     let (_dir, out, _) = render(&fixture("gray-720p.mp4"), &fast());
