@@ -156,10 +156,24 @@ cat >/etc/systemd/system/vidworker.service <<'UNIT'
 Description=vidworker video-processing worker
 Wants=network-online.target
 After=network-online.target
+# A crash loop (a bad binary, secret or security group) fails the unit
+# after 5 starts in 10 minutes instead of restarting forever: the failed
+# unit is what the instance's health check reports.
+StartLimitIntervalSec=600
+StartLimitBurst=5
 
 [Service]
-# The worker does not speak sd_notify, so "simple": started once exec'd.
-Type=simple
+# The worker speaks sd_notify: READY=1 once its start-up checks pass
+# (PostgreSQL, SQS, S3, the rendition's assets) and it takes jobs, so
+# "started" means working; STOPPING=1 when it drains. Its watchdog is fed
+# from the same liveness check as /healthz (the receive loop and every
+# job's heartbeat): a wedged worker stops feeding it and is restarted.
+Type=notify
+NotifyAccess=main
+WatchdogSec=60
+# Start-up checks each have a deadline well under this (migrations, when
+# RUN_MIGRATIONS is on, are the longest).
+TimeoutStartSec=180
 ExecStart=/usr/local/bin/vidworker run
 User=vidworker
 Group=vidworker

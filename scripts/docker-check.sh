@@ -80,7 +80,9 @@ out="$(mktemp -d)"
 chmod 0777 "$out"
 docker run --rm --network none -v "$ROOT/fixtures:/fixtures:ro" -v "$out:/out" "$IMAGE" \
     process /fixtures/portrait-rotated.mp4 -o /out/portrait.mp4
-dims=$("$BIN" probe --json "$out/portrait.mp4" | python3 -c 'import json,sys; i=json.load(sys.stdin); print(f"{i[\"display_width\"]}x{i[\"display_height\"]}")')
+# No backslash inside an f-string's braces: that is Python 3.12 syntax,
+# and Debian 12 has 3.11.
+dims=$("$BIN" probe --json "$out/portrait.mp4" | python3 -c 'import json,sys; i=json.load(sys.stdin); print("%sx%s" % (i["display_width"], i["display_height"]))')
 rm -rf -- "$out"
 [[ "$dims" == 1280x720 ]] || fail "the rendition is $dims"
 pass "process: a 1280x720 rendition"
@@ -128,9 +130,24 @@ rm -f "$envfile"
 
 step "docker/compose.yaml"
 docker-compose -f docker/compose.yaml config -q || fail "docker-compose rejects docker/compose.yaml"
-for want in "stop_grace_period: 105s" "S3_BUCKET: $S3_BUCKET" "SQS_QUEUE_URL: http://moto:5000/123456789012/vidworker-jobs" \
-    "55432:5432" "5000:5000"; do
-    docker-compose -f docker/compose.yaml config | grep -q "$want" || fail "compose lacks $want"
+config="$(docker-compose -f docker/compose.yaml config)"
+for want in "stop_grace_period: 105s" "S3_BUCKET: $S3_BUCKET" "SQS_QUEUE_URL: http://moto:5000/123456789012/vidworker-jobs"; do
+    grep -q "$want" <<<"$config" || fail "compose lacks $want"
+done
+# Ports, in either form docker-compose prints them: "55432:5432" (v2), or
+# published/target pairs (Debian 12's 1.29 prints the long form).
+for pair in 55432:5432 5000:5000; do
+    published=${pair%%:*} target=${pair##*:}
+    grep -q "$pair" <<<"$config" || python3 -c '
+import re, sys
+published, target = sys.argv[1:]
+lines = sys.stdin.read().splitlines()
+found = any(
+    re.fullmatch(r"-?\s*published:\s*\"?%s\"?" % published, line.strip())
+    and any(re.fullmatch(r"-?\s*target:\s*%s" % target, near.strip()) for near in lines[max(0, i - 3):i + 4])
+    for i, line in enumerate(lines)
+)
+sys.exit(0 if found else 1)' "$published" "$target" <<<"$config" || fail "compose lacks port $pair"
 done
 pass "docker-compose config accepts docker/compose.yaml; its names and ports match the local stack"
 echo "docker check passed"

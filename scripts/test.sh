@@ -20,3 +20,12 @@ echo "==> cargo test"
 cargo test --workspace --locked "$@"
 echo "==> deploy/check.py (the AWS template and unit against the code)"
 .venv/bin/python deploy/check.py
+# The container image, wherever a Docker engine runs (it needs one started
+# with the storage and network settings of README "The container"; CI
+# machines without one say so here rather than pass silently).
+if docker info >/dev/null 2>&1; then
+    echo "==> scripts/docker-check.sh (the image built and run for real)"
+    scripts/docker-check.sh
+else
+    echo "==> scripts/docker-check.sh: SKIPPED, no Docker engine is running here"
+fi

@@ -15,9 +15,19 @@ use crate::logging::LogFormat;
 pub static VERSION: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{} (commit {})", env!("CARGO_PKG_VERSION"), worker::COMMIT));
 
+/// `--version`: [`VERSION`] and the FFmpeg libraries loaded at run time
+/// (what a security advisory asks about).
+pub static LONG_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let libs: Vec<String> = processor::library_versions()
+        .into_iter()
+        .map(|(name, version)| format!("{name} {version}"))
+        .collect();
+    format!("{}\nFFmpeg libraries loaded: {}", *VERSION, libs.join(", "))
+});
+
 /// vidworker turns video uploads into web-ready 720p H.264 renditions.
 #[derive(Debug, Parser)]
-#[command(name = "vidworker", version = VERSION.as_str(), about, long_about = None)]
+#[command(name = "vidworker", version = VERSION.as_str(), long_version = LONG_VERSION.as_str(), about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]

@@ -20,7 +20,7 @@
 //!
 //! ```sh
 //! CHAOS_JOBS=300 CHAOS_FAULTS=100 CHAOS_WORKERS=3 \
-//!   cargo test --release -p vidworker --test it chaos -- --nocapture
+//!   cargo test -p vidworker --test it chaos -- --nocapture
 //! ```
 //!
 //! (`CHAOS_SEED` repeats a run; the summary line prints it.)

@@ -54,9 +54,18 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 /// What `/metrics` says after one processed and one failed video, parsed
 /// by the reference OpenMetrics parser.
 fn assert_metrics_after_one_processed_and_one_failed(port: u16) {
-    let (status, text) = http_get(port, "/metrics");
-    assert_eq!(status, 200, "{text}");
-    let m = parse_metrics(&text);
+    // The rows are settled before each job has deleted its message and
+    // left: wait for the last one to leave.
+    let started = std::time::Instant::now();
+    let (text, m) = loop {
+        let (status, text) = http_get(port, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        let m = parse_metrics(&text);
+        if m.get("vidworker_jobs_in_flight{}") == Some(&0.0) || started.elapsed() > Duration::from_secs(10) {
+            break (text, m);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("no {k} in:\n{text}"));
     assert_eq!(get(r#"vidworker_jobs_total{kind="none",outcome="processed"}"#), 1.0);
     assert_eq!(get(r#"vidworker_jobs_total{kind="no_video",outcome="failed"}"#), 1.0);
@@ -328,4 +337,75 @@ fn the_endpoints_listen_on_loopback_unless_told_otherwise() {
         .expect("help");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[default: 127.0.0.1:9464]"), "{help}");
+}
+
+#[test]
+fn version_names_the_ffmpeg_libraries_loaded_at_run_time() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidworker"))
+        .arg("--version")
+        .output()
+        .expect("version");
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{version}");
+    let first = version.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("vidworker 0.") && first.contains("(commit "),
+        "{version}"
+    );
+    // What the dynamic linker loaded, as the system's own FFmpeg libraries
+    // say it: Debian 12's libavcodec is 59.x (FFmpeg 5.1).
+    let libs = version.lines().nth(1).unwrap_or_default();
+    for lib in [
+        "libavutil 5",
+        "libavcodec 5",
+        "libavformat 5",
+        "libavfilter ",
+        "libswscale ",
+    ] {
+        assert!(libs.contains(lib), "{lib} in {version}");
+    }
+}
+
+/// Every notification `socket` gets within `wait`, in order.
+fn notifications(socket: &std::os::unix::net::UnixDatagram, wait: Duration) -> Vec<String> {
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while start.elapsed() < wait {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        if let Ok(n) = socket.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_worker_says_ready_feeds_the_watchdog_and_says_when_it_stops() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    // The socket systemd would give a Type=notify unit, and a watchdog of
+    // 0.9 s: fed every 0.3 s.
+    let path = stack.work_dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    let socket = path.to_string_lossy().into_owned();
+    let mut worker = stack.spawn_binary(
+        "notify",
+        &[("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "900000")],
+    );
+    let first = tokio::task::block_in_place(|| notifications(&systemd, Duration::from_secs(10)));
+    let ready = first.iter().position(|n| n.starts_with("READY=1")).expect("READY=1");
+    let fed = first[ready..].iter().filter(|n| *n == "WATCHDOG=1").count();
+    assert!(
+        fed >= 10,
+        "fed every third of 0.9 s, not {fed} times in 10 s: {first:?}"
+    );
+    // A job runs meanwhile, and the watchdog is still fed.
+    let id = stack.submit("gray-720p.mp4").await;
+    stack.wait_status(id, Status::Processed, LIMIT).await;
+    worker.signal(Signal::TERM);
+    let last = tokio::task::block_in_place(|| notifications(&systemd, Duration::from_secs(3)));
+    assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
+    assert!(last.iter().any(|n| n.starts_with("STOPPING=1")), "{last:?}");
 }

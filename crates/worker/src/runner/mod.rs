@@ -41,6 +41,7 @@ use crate::isolate::Isolation;
 use crate::queue::{Queue, Received};
 use crate::shutdown::Shutdown;
 use crate::storage::Storage;
+use crate::telemetry::notify::Notifier;
 use crate::telemetry::{self, Event, HealthLimits, Stats};
 
 /// Longest wait between two receives while SQS is unreachable.
@@ -294,16 +295,29 @@ impl Runner {
         let reconciler = this
             .reconciler()
             .map(|r| tokio::spawn(r.run(shutdown.intake().clone())));
+        // Under systemd (`Type=notify`): ready now, its watchdog fed while
+        // the loops are alive, through the drain too.
+        let notifier = Notifier::from_env().map(Arc::new);
+        let watchdog = notifier.as_ref().and_then(|n| {
+            n.send("READY=1\nSTATUS=taking jobs");
+            Arc::clone(n).spawn_watchdog(Arc::clone(&this.stats), this.health_limits(), stop_serving.clone())
+        });
         Arc::clone(&this)
             .take_jobs(&shutdown, &tracker, work_root.as_ref())
             .await;
         if let Some(r) = reconciler {
             r.abort();
         }
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1\nSTATUS=draining the running jobs");
+        }
         this.drain(&shutdown, &tracker).await;
         stop_serving.cancel();
         if let Some(server) = server {
             let _ = server.await;
+        }
+        if let Some(watchdog) = watchdog {
+            let _ = watchdog.await;
         }
         if let Some(root) = work_root {
             root.remove();
@@ -314,19 +328,24 @@ impl Runner {
 
     /// What `/metrics`, `/healthz` and `/readyz` look at.
     fn endpoints(&self, shutdown: &Shutdown) -> telemetry::server::Endpoints {
-        let every = (self.settings.visibility_timeout / 3).max(Duration::from_millis(500));
-        let limits = HealthLimits {
-            receive: self.settings.receive_wait + Duration::from_secs(150),
-            heartbeat: every * 3 + Duration::from_secs(30),
-        };
         telemetry::server::Endpoints::new(
             Arc::clone(&self.stats),
-            limits,
+            self.health_limits(),
             self.db.clone(),
             self.queue.clone(),
             self.storage.clone(),
             shutdown.intake().clone(),
         )
+    }
+
+    /// How long each loop may go silent before `/healthz` (and systemd's
+    /// watchdog) call the worker wedged.
+    fn health_limits(&self) -> HealthLimits {
+        let every = (self.settings.visibility_timeout / 3).max(Duration::from_millis(500));
+        HealthLimits {
+            receive: self.settings.receive_wait + Duration::from_secs(150),
+            heartbeat: every * 3 + Duration::from_secs(30),
+        }
     }
 
     /// The reconciler this worker runs, unless it is turned off.

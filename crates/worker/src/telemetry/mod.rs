@@ -3,10 +3,11 @@
 //! same call, as Vector's internal events do. The `event` field of every
 //! line is stable, so a log-based metric can count it too. Installing a log
 //! subscriber is the binary's business; [`server`] serves the metrics and
-//! the health endpoints.
+//! the health endpoints, and [`notify`] tells systemd the same.
 
 mod health;
 mod metrics;
+pub mod notify;
 pub(crate) mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
