@@ -31,10 +31,12 @@ trap 'rm -rf -- "$OUT"' EXIT
 
 # shellcheck source=benches/cli-rendition.sh
 source "$ROOT/benches/cli-rendition.sh"
-export BIN LOGO OUT
+export BIN LOGO OUT ROOT
 
 python3 - "$RUNS" "$FIXTURES" "${REFS[@]}" <<'PY'
-import os, re, statistics, subprocess, sys
+import os, statistics, subprocess, sys
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "benches"))
+from measure import quality, run  # noqa: E402
 
 runs, fixtures, refs = int(sys.argv[1]), sys.argv[2] == "--fixtures", sys.argv[3:]
 BIN, LOGO, FILTER, OUT = (os.environ[k] for k in ("BIN", "LOGO", "CLI_FILTER", "OUT"))
@@ -45,30 +47,6 @@ def cli(src, out, t=30, fps=None):
             "-filter_complex", chain, "-map", "[v]", "-an", "-c:v", "libx264", "-preset", "medium",
             "-crf", "23", "-profile:v", "high", "-g", str(2 * (fps or 30)), "-pix_fmt", "yuv420p",
             "-movflags", "+faststart", out]
-
-def run(cmd):
-    """(wall s, cpu s, peak RSS MiB) of one run of cmd."""
-    start = os.times().elapsed
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = os.times().elapsed - start
-    err = p.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{cmd[0]} failed: {err}")
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024
-
-def quality(out, src):
-    """PSNR (average, dB) and SSIM (All) of out against src scaled the
-    same way, top 560 rows, first 30 s."""
-    graph = ("[0:v]crop=1280:560:0:0,split[d1][d2];"
-             "[1:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2,"
-             "crop=1280:560:0:0,split[r1][r2];[d1][r1]psnr[p];[d2][r2]ssim[q]")
-    r = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", out, "-t", "30", "-i", src,
-                        "-filter_complex", graph, "-map", "[p]", "-f", "null", "-", "-map", "[q]", "-f", "null", "-"],
-                       capture_output=True, text=True, check=True)
-    psnr = float(re.search(r"PSNR .*average:([\d.]+|inf)", r.stderr).group(1))
-    ssim = float(re.search(r"SSIM .*All:([\d.]+)", r.stderr).group(1))
-    return psnr, ssim
 
 def table(title, jobs, with_quality):
     print(f"\n{title}")

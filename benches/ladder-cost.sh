@@ -42,6 +42,7 @@ for src in "${REFS[0]}" "${CONTENT[0]}"; do
             bytes="$(find "$OUT" -type f \( -name '*.mp4' -o -name '*.m4s' -o -name '*.m3u8' -o -name '*.jpg' -o -name '*.vtt' \) -printf '%s\n' | awk '{ s += $1 } END { print s }')"
             # "720p 1280x720 4.1 MB, 2600 kb/s on average, 4400 kb/s at the peak second: …"
             rates="$(grep -Eo '[0-9]+ kb/s on average, [0-9]+ kb/s at the peak' "$OUT/log" | head -1 | awk '{ print $1, $5 }')"
+            # shellcheck disable=SC2086 # the two rates are two words
             printf "%-13s %-9s %5s %7.1f %7.1f %8.0f %9s %8s %9s\n" "$name" "$config" "$round" \
                 "$(echo "$user + $sys" | bc)" "$wall" "$((rss / 1024))" "$bytes" ${rates:-"- -"}
         done

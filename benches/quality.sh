@@ -35,10 +35,12 @@ mapfile -t REFS < <(benches/make-reference.sh)
 mapfile -t CONTENT < <(benches/make-content.sh)
 OUT="$(mktemp -d)"
 trap 'rm -rf -- "$OUT"' EXIT
-export BIN OUT
+export BIN OUT ROOT
 
 python3 - "${REFS[0]}" "${CONTENT[@]}" -- "$@" <<'PY'
-import math, os, re, subprocess, sys
+import math, os, subprocess, sys
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "benches"))
+from measure import quality, run  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor
 
 args = sys.argv[1:]
@@ -66,30 +68,12 @@ def encode(config, clip):
     name, flags = config
     out = os.path.join(OUT, f"{name}-{os.path.basename(clip)}")
     cmd = [BIN, "process", clip, "-o", out, "--threads", "1", "--no-poster", *BASE, *flags.split()]
-    start = os.times().elapsed
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = os.times().elapsed - start
-    err = p.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{name} on {clip} failed: {err}")
-    psnr, ssim = quality(out, clip)
+    wall, cpu, rss = run(cmd)
+    psnr, ssim = quality(out, clip, threads=1)
     size = os.path.getsize(out)
     os.remove(out)
-    return dict(cpu=ru.ru_utime + ru.ru_stime, wall=wall, rss=ru.ru_maxrss / 1024,
+    return dict(cpu=cpu, wall=wall, rss=rss,
                 kib=size / 1024, psnr=psnr, ssim=ssim)
-
-def quality(out, src):
-    graph = ("[0:v]crop=1280:560:0:0,split[d1][d2];"
-             "[1:v]scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2,"
-             "crop=1280:560:0:0,split[r1][r2];[d1][r1]psnr[p];[d2][r2]ssim[q]")
-    r = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-threads", "1", "-i", out,
-                        "-t", "30", "-i", src, "-filter_complex", graph,
-                        "-map", "[p]", "-f", "null", "-", "-map", "[q]", "-f", "null", "-"],
-                       capture_output=True, text=True, check=True)
-    psnr = float(re.search(r"PSNR .*average:([\d.]+|inf)", r.stderr).group(1))
-    ssim = float(re.search(r"SSIM .*All:([\d.]+)", r.stderr).group(1))
-    return psnr, ssim
 
 def label(clip):
     return os.path.basename(clip).split("-1080p")[0]

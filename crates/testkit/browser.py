@@ -60,6 +60,23 @@ PAGE = """<!doctype html>
 
 # Runs inside the page with Selenium's execute_async_script: the last
 # argument is the callback that hands the result back.
+# Both scenarios wait with this: a condition polled every 20 ms, failing at
+# once on a MediaError (r.error) and after stepMs with the element's state.
+UNTIL = r"""const until = (cond, what) => new Promise((resolve, reject) => {
+  const started = performance.now();
+  const tick = () => {
+    if (r.error) return reject(new Error(r.error));
+    if (cond()) return resolve();
+    if (performance.now() - started > stepMs) {
+      return reject(new Error(`timed out after ${stepMs} ms waiting for ${what} ` +
+        `(currentTime ${v.currentTime.toFixed(3)}, readyState ${v.readyState}, ` +
+        `networkState ${v.networkState}, paused ${v.paused})`));
+    }
+    setTimeout(tick, 20);
+  };
+  tick();
+});"""
+
 SCENARIO = r"""
 const [src, posterSrc, pixel, stepMs, done] = arguments;
 const r = {steps: [], error: null, ended: false, poster: null};
@@ -77,20 +94,7 @@ v.addEventListener('error', () => {
   const e = v.error;
   r.error = e ? `MediaError ${e.code}: ${e.message}` : 'MediaError (no details)';
 });
-const until = (cond, what) => new Promise((resolve, reject) => {
-  const started = performance.now();
-  const tick = () => {
-    if (r.error) return reject(new Error(r.error));
-    if (cond()) return resolve();
-    if (performance.now() - started > stepMs) {
-      return reject(new Error(`timed out after ${stepMs} ms waiting for ${what} ` +
-        `(currentTime ${v.currentTime.toFixed(3)}, readyState ${v.readyState}, ` +
-        `networkState ${v.networkState}, paused ${v.paused})`));
-    }
-    setTimeout(tick, 20);
-  };
-  tick();
-});
+@UNTIL@
 const canvas = document.createElement('canvas');
 const sample = () => {
   if (!pixel || !v.videoWidth) return null;
@@ -160,7 +164,7 @@ const loadPoster = () => new Promise((resolve) => {
   r.poster = await loadPoster();
   done(r);
 })();
-"""
+""".replace("@UNTIL@", UNTIL)
 
 
 # The HLS scenario: hls.js is loaded into the page first (its <script> is
@@ -173,19 +177,7 @@ v.muted = true;
 v.playsInline = true;
 document.body.appendChild(v);
 const fragLevels = new Set();
-const until = (cond, what) => new Promise((resolve, reject) => {
-  const started = performance.now();
-  const tick = () => {
-    if (r.error) return reject(new Error(r.error));
-    if (cond()) return resolve();
-    if (performance.now() - started > stepMs) {
-      return reject(new Error(`timed out after ${stepMs} ms waiting for ${what} ` +
-        `(currentTime ${v.currentTime.toFixed(3)}, readyState ${v.readyState})`));
-    }
-    setTimeout(tick, 20);
-  };
-  tick();
-});
+@UNTIL@
 v.addEventListener('error', () => {
   const e = v.error;
   r.error = e ? `MediaError ${e.code}: ${e.message}` : 'MediaError (no details)';
@@ -221,7 +213,7 @@ v.addEventListener('error', () => {
   r.fragLevels = Array.from(fragLevels).sort((a, b) => a - b);
   done(r);
 })();
-"""
+""".replace("@UNTIL@", UNTIL)
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
