@@ -198,6 +198,19 @@ impl Fleet<'_> {
     }
 }
 
+/// Every event the subscriber got: read until its queue stays empty (a
+/// fixed window reads only part of a long run's events).
+async fn every_event(stack: &Stack, subscriber: &str) -> Vec<serde_json::Value> {
+    let mut events = Vec::new();
+    loop {
+        let batch = stack.events(subscriber, Duration::from_secs(3)).await;
+        if batch.is_empty() {
+            return events;
+        }
+        events.extend(batch);
+    }
+}
+
 /// What the checks found.
 #[derive(Debug, Default)]
 struct Verdict {
@@ -306,16 +319,7 @@ async fn a_fleet_under_random_faults_loses_nothing_and_repeats_nothing() {
             None,
         ));
     reconciler.run_once().await.expect("pass").expect("lease");
-    // Every event the subscriber got: read until its queue stays empty (a
-    // fixed window reads only part of a long run's events).
-    let mut events = Vec::new();
-    loop {
-        let batch = stack.events(&subscriber, Duration::from_secs(3)).await;
-        if batch.is_empty() {
-            break;
-        }
-        events.extend(batch);
-    }
+    let events = every_event(&stack, &subscriber).await;
     let v = verdict(&stack, &ids, &events).await;
     println!(
         "chaos: seed {seed}, {jobs} jobs ({} processed, {} failed) across {workers} workers, \
