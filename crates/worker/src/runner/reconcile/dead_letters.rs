@@ -14,11 +14,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{ReconcileError, ReconcileReport, Reconciler};
+use super::{ReconcileError, ReconcileReport, Reconciler, Resend};
 use crate::db::{Status, VideoRow};
 use crate::message;
 use crate::queue::Received;
-use crate::telemetry::Event;
 
 /// Dead letters the reconciler looks at per pass.
 const PER_PASS: usize = 100;
@@ -145,13 +144,7 @@ impl Reconciler {
                 Verdict::Redrive => {
                     let Some(row) = row else { continue };
                     let reason = "re-sent: its message was in the dead-letter queue";
-                    if self.db.note_resend(row.id, row.updated_at, reason).await? {
-                        self.send(row.id, row.generation).await?;
-                        Event::Resent {
-                            video_id: row.id,
-                            resends: row.resends + 1,
-                        }
-                        .emit(&self.stats);
+                    if self.resend(Resend::from(&row), reason).await? {
                         report.dead_letters_redriven += 1;
                     }
                     self.queue.delete_dead_letter(&msg.receipt).await?;

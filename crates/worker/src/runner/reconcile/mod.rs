@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use crate::completion::Publisher;
 use crate::config::WorkerSettings;
-use crate::db::{Db, DbError, Requeue, StrandedFacts, VideoRow};
+use crate::db::{Db, DbError, Requeue, Stranded, StrandedFacts, VideoRow};
 use crate::message;
 use crate::queue::{Queue, QueueError};
 use crate::telemetry::{Event, Stats};
@@ -120,6 +120,39 @@ impl ReconcileReport {
     /// Whether the pass changed anything.
     pub fn changed(&self) -> bool {
         *self != ReconcileReport::default()
+    }
+}
+
+/// A pending video to send again, as the stranded scan and the
+/// dead-letter redrive see it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Resend {
+    id: Uuid,
+    /// The row's `updated_at` as seen: the re-send applies only if unchanged.
+    updated_at: chrono::DateTime<chrono::Utc>,
+    generation: i32,
+    resends: i32,
+}
+
+impl From<&Stranded> for Resend {
+    fn from(r: &Stranded) -> Self {
+        Resend {
+            id: r.id,
+            updated_at: r.updated_at,
+            generation: r.generation,
+            resends: r.resends,
+        }
+    }
+}
+
+impl From<&VideoRow> for Resend {
+    fn from(r: &VideoRow) -> Self {
+        Resend {
+            id: r.id,
+            updated_at: r.updated_at,
+            generation: r.generation,
+            resends: r.resends,
+        }
     }
 }
 
@@ -342,13 +375,7 @@ impl Reconciler {
                 continue;
             }
             let reason = "re-sent: pending, and no message for it can still be in the queue";
-            if self.db.note_resend(row.id, row.updated_at, reason).await? {
-                self.send(row.id, row.generation).await?;
-                Event::Resent {
-                    video_id: row.id,
-                    resends: row.resends + 1,
-                }
-                .emit(&self.stats);
+            if self.resend(Resend::from(&row), reason).await? {
                 report.resent += 1;
             }
         }
@@ -356,6 +383,22 @@ impl Reconciler {
     }
 
     /// Sends a video's message, of its current generation.
+    /// Notes a re-send in the row (fenced on `updated_at`, so a video
+    /// touched meanwhile is left alone), then sends its message; `false` if
+    /// the row moved on.
+    pub(super) async fn resend(&self, r: Resend, reason: &str) -> Result<bool, ReconcileError> {
+        if !self.db.note_resend(r.id, r.updated_at, reason).await? {
+            return Ok(false);
+        }
+        self.send(r.id, r.generation).await?;
+        Event::Resent {
+            video_id: r.id,
+            resends: r.resends + 1,
+        }
+        .emit(&self.stats);
+        Ok(true)
+    }
+
     async fn send(&self, id: Uuid, generation: i32) -> Result<(), ReconcileError> {
         self.queue.send(&message::body_for(id, generation)).await?;
         Ok(())
