@@ -41,7 +41,7 @@ HLSJS_VERSION=1.6.19
 HLSJS_INTEGRITY=sha512-A//aZeaAgM5rgUCbTURD4gkfyw5Uag2/4Jky7CfDOukL/DN+P5DjbgK2BYteyP3/KnCkPfkGVkbLxQG2T0AbUQ==
 
 APT_PACKAGES=(
-    libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
+    libavcodec-dev libavformat-dev libavfilter-dev
     libswscale-dev libswresample-dev libavutil-dev
     clang libclang-dev pkg-config
     postgresql-15

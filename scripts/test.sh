@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing (FFmpeg libraries, clang,
-# PostgreSQL, the moto venv), checks formatting and lints (warnings are
-# errors), then the whole workspace's tests. The
-# integration tests start their own PostgreSQL clusters and moto servers.
+# PostgreSQL, the moto venv), checks formatting and lints (rustc warnings and
+# clippy's correctness/suspicious groups are errors, see scripts/lint.py),
+# then the whole workspace's tests. The integration tests start their own
+# PostgreSQL clusters and moto servers.
 #
 #   scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -14,8 +15,8 @@ echo "==> scripts/code-map.py (no import cycles, small files and functions, unsa
 python3 scripts/code-map.py
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> scripts/lint.py (clippy: rustc warnings, correctness and suspicious fail)"
+python3 scripts/lint.py
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
 echo "==> deploy/check.py (the AWS template and unit against the code)"
