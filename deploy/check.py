@@ -153,6 +153,20 @@ USER_DATA_STATEMENTS = {
     "UserDataArtifact": {"s3:GetObject"},
 }
 
+# AWS-managed policies the role may carry: they serve agents on the
+# instance, not the worker, whose every action is in the inline policy.
+AGENT_POLICIES = {
+    "AmazonSSMManagedInstanceCore": "SSM Session Manager (amazon-ssm-agent)",
+    "CloudWatchAgentServerPolicy": "the CloudWatch agent (logs and metrics)",
+}
+
+# The worker's S3 scope: reads under originals/, writes under processed/
+# (crates/worker/src/config.rs's defaults; the user data sets neither).
+S3_SCOPE = {
+    "Originals": ("originals/", {"s3:GetObject"}),
+    "Renditions": ("processed/", {"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"}),
+}
+
 # Receivers that hold an SDK client, and their methods that are not operations.
 CLIENT_NAMES = re.compile(r"^(client|\w+_client|s3|sqs|sns|autoscaling|asg)$")
 CLIENT_NON_OPERATIONS = {"clone", "config", "as_ref", "to_owned"}
@@ -506,10 +520,21 @@ def check_scaling(args, tpl) -> str:
     return f"{pid}: target tracking, {returned[0]['Id']} = {expr} (visible in {job_id} / in service in {group_id}), target {target}"
 
 
+def managed_policy_names(role: dict) -> set[str]:
+    names = set()
+    for arn in role["Properties"].get("ManagedPolicyArns") or []:
+        text = plain(arn)
+        text = text.get("Fn::Sub", "") if isinstance(text, dict) else str(text)
+        names.add(text.rsplit("/", 1)[-1])
+    return names
+
+
 def role_statements(tpl) -> list[dict]:
     _, role = only_resource(tpl, "AWS::IAM::Role")
-    if role["Properties"].get("ManagedPolicyArns"):
-        raise CheckFailed("the worker role has managed policies; keep every action in its inline policy")
+    unknown = managed_policy_names(role) - set(AGENT_POLICIES)
+    if unknown:
+        raise CheckFailed(f"the worker role has managed policies {sorted(unknown)}; keep every worker action "
+                          f"in its inline policy (only the agents' {sorted(AGENT_POLICIES)} are managed)")
     statements = []
     for policy in role["Properties"].get("Policies", []):
         statements.extend(policy["PolicyDocument"]["Statement"])
@@ -575,6 +600,51 @@ def check_iam(args, tpl) -> str:
     if notes:
         msg += "; " + "; ".join(notes)
     return msg
+
+
+def config_default(field: str) -> str:
+    src = (ROOT / "crates/worker/src/config.rs").read_text()
+    m = re.search(rf'\b{field}: "([^"]*)"\.into\(\)', src)
+    if not m:
+        raise CheckFailed(f"cannot find the default of {field} in crates/worker/src/config.rs")
+    return m.group(1)
+
+
+def check_s3_scope(args, tpl) -> str:
+    """The worker reads originals/, writes processed/, lists only those; the
+    producer policy writes originals/ and sends jobs."""
+    statements = {st.get("Sid"): st for st in role_statements(tpl)}
+    problems = []
+    prefixes = []
+    for sid, (default, actions) in S3_SCOPE.items():
+        prefix = config_default("originals_prefix" if sid == "Originals" else "processed_prefix")
+        if prefix != default:
+            problems.append(f"config.rs's default prefix is {prefix!r}, the policy's {default!r}")
+        prefixes.append(prefix)
+        st = statements.get(sid) or {}
+        if set(st.get("Action") or []) != actions:
+            problems.append(f"{sid} grants {sorted(st.get('Action') or [])}, expected {sorted(actions)}")
+        if plain(st.get("Resource")) != {"Fn::Sub": "${Bucket.Arn}/" + prefix + "*"}:
+            problems.append(f"{sid}'s resource {plain(st.get('Resource'))} is not ${{Bucket.Arn}}/{prefix}*")
+    for sid, st in statements.items():
+        res = json.dumps(plain(st.get("Resource")))
+        if sid not in S3_SCOPE and "${Bucket.Arn}/" in res:
+            problems.append(f"{sid} also grants object actions in the bucket: {res}")
+    listing = statements.get("Bucket") or {}
+    wanted = {"StringLike": {"s3:prefix": [p + "*" for p in prefixes]}}
+    if listing.get("Action") != ["s3:ListBucket"] or plain(listing.get("Condition")) != wanted:
+        problems.append(f"Bucket must grant only s3:ListBucket under {wanted}, has {plain(listing)}")
+    _, producer = only_resource(tpl, "AWS::IAM::ManagedPolicy")
+    granted = {a: json.dumps(plain(st.get("Resource")))
+               for st in producer["Properties"]["PolicyDocument"]["Statement"] for a in st["Action"]}
+    want = {"s3:PutObject": json.dumps({"Fn::Sub": "${Bucket.Arn}/" + prefixes[0] + "*"}),
+            "sqs:SendMessage": json.dumps({"Fn::GetAtt": ["JobQueue", "Arn"]})}
+    if granted != want:
+        problems.append(f"the producer policy grants {granted}, expected {want}")
+    if problems:
+        raise CheckFailed("the S3 scope of the roles is not what the worker needs", problems)
+    return (f"worker: Get {prefixes[0]}*, Put/Abort/Delete {prefixes[1]}*, List under both; "
+            f"producer: Put {prefixes[0]}* and SendMessage")
 
 
 def check_names(args, tpl) -> str:
@@ -861,6 +931,7 @@ CHECKS = [
     ("cfn-lint", check_cfn_lint),
     ("scaling policy", check_scaling),
     ("worker role vs SDK calls", check_iam),
+    ("S3 scope (worker and producer)", check_s3_scope),
     ("group and hook names", check_names),
     ("receive limits", check_receive_limits),
     ("stop timeout vs SHUTDOWN_GRACE", check_stop_timeout),

@@ -162,15 +162,20 @@ impl Storage {
         }
     }
 
-    /// Checks the bucket exists and we may use it.
-    pub async fn check(&self) -> Result<(), StorageError> {
+    /// Checks the bucket exists and we may list `prefix` in it. A listing
+    /// rather than HeadBucket: the role's s3:ListBucket is limited to the
+    /// worker's prefixes (an `s3:prefix` condition), which a HeadBucket
+    /// request never satisfies.
+    pub async fn check(&self, prefix: &str) -> Result<(), StorageError> {
         self.client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.service("reach bucket", "", e))
+            .map_err(|e| self.service("reach bucket", prefix, e))
     }
 
     /// Creates the bucket if it does not exist yet.
@@ -196,7 +201,32 @@ impl Storage {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(head) => Ok(head.content_length().unwrap_or(0).max(0) as u64),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(self.not_found(key)),
-            Err(e) => Err(self.service("look up", key, e)),
+            Err(e) => match self.service("look up", key, e) {
+                denied @ StorageError::Service { .. } if denied.class() == FailureClass::Configuration => {
+                    Err(self.missing_or(key, denied).await)
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// S3 answers 403, not 404, for a missing object unless the caller may
+    /// list the bucket without conditions, and the worker's role may only
+    /// list its own prefixes. So a denied lookup asks the listing (allowed
+    /// under the key's prefix): a key that is not there is a missing
+    /// upload, the video's fault; one that is there was really denied.
+    async fn missing_or(&self, key: &str, denied: StorageError) -> StorageError {
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await;
+        match listed {
+            Ok(page) if !page.contents().iter().any(|o| o.key() == Some(key)) => self.not_found(key),
+            _ => denied,
         }
     }
 

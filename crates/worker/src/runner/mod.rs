@@ -206,7 +206,7 @@ impl Runner {
         let isolation = self.check_isolation().await?;
         self.db.check().await?;
         let info = self.queue.inspect().await?;
-        self.storage.check().await?;
+        self.storage.check(&self.settings.processed_prefix).await?;
         if !self.settings.allow_empty_database && self.db.is_empty().await? {
             let messages = self.queue.depth().await?;
             if messages > 0 {
@@ -334,6 +334,7 @@ impl Runner {
             self.db.clone(),
             self.queue.clone(),
             self.storage.clone(),
+            self.settings.processed_prefix.clone(),
             shutdown.intake().clone(),
         )
     }

@@ -56,6 +56,8 @@ pub(crate) struct Endpoints {
     pub db: Db,
     pub queue: Queue,
     pub storage: Storage,
+    /// Where the worker writes: the readiness check lists it.
+    pub processed_prefix: String,
     /// Cancelled once the worker stops taking jobs.
     pub draining: CancellationToken,
     /// The last answer; its lock is held while a check runs, so checks
@@ -70,6 +72,7 @@ impl Endpoints {
         db: Db,
         queue: Queue,
         storage: Storage,
+        processed_prefix: String,
         draining: CancellationToken,
     ) -> Self {
         Endpoints {
@@ -79,6 +82,7 @@ impl Endpoints {
             db,
             queue,
             storage,
+            processed_prefix,
             draining,
             cached: Mutex::new(None),
         }
@@ -113,7 +117,7 @@ impl Endpoints {
         let (db, queue, bucket) = tokio::join!(
             tokio::time::timeout(CHECK_TIMEOUT, self.db.check_within(CHECK_TIMEOUT)),
             tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth()),
-            tokio::time::timeout(CHECK_TIMEOUT, self.storage.check()),
+            tokio::time::timeout(CHECK_TIMEOUT, self.storage.check(&self.processed_prefix)),
         );
         db.map_err(timed("database"))?.map_err(|e| e.to_string())?;
         queue.map_err(timed("queue"))?.map_err(|e| e.to_string())?;

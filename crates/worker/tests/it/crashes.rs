@@ -154,6 +154,41 @@ async fn access_denied_is_a_configuration_error_not_an_outage() {
     stack.check_invariants(&[id]).await;
 }
 
+/// The instance role may list only its own prefixes, so S3 answers a
+/// lookup of a missing original with 403, not 404 (and the 403 of a HEAD
+/// has no body to tell them apart). The worker asks the listing: the video
+/// fails as missing, once, instead of being handed back forever as a
+/// permissions problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_original_denied_as_s3_does_without_list_rights_fails_as_missing() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let proxy = stack.http_proxy();
+    let missing = uuid::Uuid::new_v4();
+    let key = format!("originals/{missing}.mp4");
+    stack.db.insert_pending(missing, &key).await.expect("insert");
+    stack.send_raw(&format!(r#"{{"video_id":"{missing}"}}"#)).await;
+    proxy
+        .add_rule(Rule::new("s3:HEAD /vidworker-test/originals/").action(Action::fail_with(403, "AccessDenied")))
+        .expect("rule");
+    let worker = stack
+        .spawn_worker_via(stack.settings(1), Some(&proxy.endpoint()), None)
+        .await;
+    let rows = stack.wait_settled(&[missing], LIMIT).await;
+    worker.stop().await;
+    assert_eq!(rows[0].status, Status::Failed, "{:?}", rows[0]);
+    assert_eq!(rows[0].attempts, 1, "{:?}", rows[0]);
+    assert_eq!(
+        rows[0].interruptions, 0,
+        "not handed back as a permissions problem: {:?}",
+        rows[0]
+    );
+    assert_eq!(
+        rows[0].error.as_deref(),
+        Some(format!("s3://vidworker-test/{key} does not exist").as_str())
+    );
+    assert_eq!(stack.queue_total().await, 0, "the message is deleted");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_multipart_upload_is_aborted() {
     let stack = Stack::start(Duration::from_secs(30)).await;
