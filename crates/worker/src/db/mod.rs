@@ -45,7 +45,17 @@ pub use crate::failure::FailureKind;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+///
+/// Migrations are a release step (`vidworker migrate`), and each one is
+/// additive (new tables, nullable or defaulted columns, widened checks), so
+/// the previous release keeps working during a roll and after a rollback.
+/// That release's binary does not know the newer migrations, so applied
+/// migrations missing from the binary are ignored rather than an error.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("../../migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +74,17 @@ pub enum DbError {
     /// Migrations could not be applied.
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema lacks migrations this release needs: they are applied
+    /// before the release is rolled out, not by the workers.
+    #[error(
+        "database {database}: the schema lacks migration(s) {missing} that this release needs: run `vidworker migrate` (README \"Releasing\")"
+    )]
+    SchemaBehind {
+        /// The URL without its password.
+        database: String,
+        /// The missing migrations, "version (description)", comma-separated.
+        missing: String,
+    },
     /// The database did not answer a check in time.
     #[error("database {database}: no answer within {} s", after.as_secs())]
     NoAnswer {
@@ -91,7 +112,7 @@ impl DbError {
         let sql = match self {
             DbError::Query(e) | DbError::Unusable { source: e, .. } => e,
             DbError::Timeout { .. } | DbError::NoAnswer { .. } => return FailureClass::Outage,
-            DbError::Migrate(_) => return FailureClass::Configuration,
+            DbError::Migrate(_) | DbError::SchemaBehind { .. } => return FailureClass::Configuration,
         };
         match sql {
             sqlx::Error::Database(d) => {
@@ -258,8 +279,37 @@ impl Db {
 
     /// Applies the embedded migrations.
     pub async fn migrate(&self) -> Result<(), DbError> {
-        MIGRATOR.run(&self.pool).await?;
+        migrator().run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Checks that every migration this binary embeds has been applied
+    /// (newer ones it does not know are fine: they are additive).
+    pub async fn check_schema(&self) -> Result<(), DbError> {
+        let applied: Vec<i64> = self
+            .with_deadline("read the applied migrations", async {
+                match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&self.pool)
+                    .await
+                {
+                    // No table at all: nothing applied yet.
+                    Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+                    other => other,
+                }
+            })
+            .await?;
+        let missing: Vec<String> = migrator()
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{} ({})", m.version, m.description))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(DbError::SchemaBehind {
+            database: self.label.clone(),
+            missing: missing.join(", "),
+        })
     }
 }
 

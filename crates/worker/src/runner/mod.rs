@@ -205,6 +205,7 @@ impl Runner {
         processor::check_spec(&self.settings.spec).map_err(crate::config::ConfigError::from)?;
         let isolation = self.check_isolation().await?;
         self.db.check().await?;
+        self.db.check_schema().await?;
         let info = self.queue.inspect().await?;
         self.storage.check(&self.settings.processed_prefix).await?;
         if !self.settings.allow_empty_database && self.db.is_empty().await? {
