@@ -2,7 +2,7 @@
 //! command line (flags and environment) lives in the binary and produces
 //! them; every default is defined here, once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use processor::RenditionSpec;
@@ -168,7 +168,8 @@ fn concurrency_for_each(cores: usize, memory: Option<u64>, per_job: u64) -> usiz
     cores.min(by_memory).max(1)
 }
 
-/// The machine's memory (MemTotal), or its cgroup's limit if lower.
+/// The machine's memory (MemTotal), or the limit of this process's own
+/// cgroup if lower (under systemd, the unit's `MemoryMax`/`MemoryHigh`).
 fn total_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let total = meminfo
@@ -176,11 +177,51 @@ fn total_memory() -> Option<u64> {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())?
         * 1024;
-    // cgroup v2: "max" or a number of bytes.
-    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let limit = cgroup_memory_limit(Path::new("/sys/fs/cgroup"), &own);
     Some(limit.map_or(total, |l| l.min(total)))
+}
+
+/// The lowest memory limit on the way from this process's cgroup (as
+/// `/proc/self/cgroup` names it) up to the root: a parent's limit binds its
+/// children too. cgroup v2 (`0::/path`, the unified hierarchy at `root` or
+/// `root/unified` on a hybrid system) counts `memory.max` and
+/// `memory.high` (where the kernel starts reclaiming and throttling, so
+/// jobs are sized below it); v1 (`N:memory:/path`) `memory.limit_in_bytes`.
+fn cgroup_memory_limit(root: &Path, own: &str) -> Option<u64> {
+    let mut places: Vec<(PathBuf, &[&str])> = Vec::new();
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if id == "0" && controllers.is_empty() {
+            for unified in [root.to_path_buf(), root.join("unified")] {
+                if unified.join("cgroup.controllers").exists() {
+                    places.push((unified.join(path), &["memory.max", "memory.high"]));
+                    break;
+                }
+            }
+        } else if controllers.split(',').any(|c| c == "memory") {
+            places.push((root.join("memory").join(path), &["memory.limit_in_bytes"]));
+        }
+    }
+    let mut lowest: Option<u64> = None;
+    for (leaf, files) in places {
+        let mut dir = Some(leaf.as_path());
+        while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+            for file in files {
+                // "max" (no limit) and missing files do not parse.
+                let value = std::fs::read_to_string(d.join(file)).ok();
+                if let Some(bytes) = value.and_then(|v| v.trim().parse::<u64>().ok()) {
+                    lowest = Some(lowest.map_or(bytes, |l| l.min(bytes)));
+                }
+            }
+            dir = d.parent();
+        }
+    }
+    lowest
 }
 
 fn cores() -> usize {
@@ -263,6 +304,38 @@ mod tests {
         assert_eq!(concurrency_for(2, Some(300 << 20)), 1);
         assert_eq!(concurrency_for(4, None), 4);
         assert!(total_memory().is_some_and(|m| m > 64 << 20), "/proc/meminfo read");
+    }
+
+    #[test]
+    fn the_limit_is_the_lowest_of_the_own_cgroup_and_its_parents() {
+        const MIB: u64 = 1 << 20;
+        let root = tempfile::tempdir().expect("dir");
+        let write = |rel: &str, text: &str| {
+            let path = root.path().join(rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        };
+        // cgroup v2, as systemd lays out a unit with MemoryHigh and MemoryMax.
+        write("cgroup.controllers", "memory pids");
+        write("system.slice/memory.max", "max\n");
+        write("system.slice/vidworker.service/memory.max", "1610612736\n");
+        write("system.slice/vidworker.service/memory.high", "1288490188\n");
+        let own = "0::/system.slice/vidworker.service\n";
+        assert_eq!(cgroup_memory_limit(root.path(), own), Some(1288490188));
+        // A lower limit on the slice binds the unit too.
+        write("system.slice/memory.max", &format!("{}\n", 512 * MIB));
+        assert_eq!(cgroup_memory_limit(root.path(), own), Some(512 * MIB));
+        // No limit anywhere: none.
+        assert_eq!(cgroup_memory_limit(root.path(), "0::/user.slice\n"), None);
+
+        // cgroup v1 (a hybrid host): the memory controller's own hierarchy.
+        let v1 = tempfile::tempdir().expect("dir");
+        let path = v1.path().join("memory/docker/abc");
+        std::fs::create_dir_all(&path).expect("mkdir");
+        std::fs::write(path.join("memory.limit_in_bytes"), format!("{}\n", 768 * MIB)).expect("write");
+        std::fs::write(v1.path().join("memory/memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        let own = "12:pids:/docker/abc\n4:memory:/docker/abc\n0::/\n";
+        assert_eq!(cgroup_memory_limit(v1.path(), own), Some(768 * MIB));
     }
 
     #[test]
