@@ -410,6 +410,10 @@ pub struct TerminationArgs {
     /// timeout), in seconds: the drain must end before it.
     #[arg(long, env = "LIFECYCLE_TIMEOUT", default_value_t = TerminationSettings::default().lifecycle_timeout.as_secs(), value_name = "SECONDS")]
     pub lifecycle_timeout: u64,
+    /// Seconds an idle worker keeps its instance protected from scale-in
+    /// after its last job (the protection needs AUTOSCALING_GROUP_NAME).
+    #[arg(long, env = "SCALE_IN_PROTECTION_IDLE", default_value_t = TerminationSettings::default().protection_idle.as_secs(), value_name = "SECONDS")]
+    pub scale_in_protection_idle: u64,
     /// Seconds between two looks at the instance metadata.
     #[arg(long, env = "TERMINATION_POLL", default_value_t = TerminationSettings::default().poll.as_secs(), value_name = "SECONDS", hide = true)]
     pub termination_poll: u64,
@@ -423,6 +427,7 @@ impl TerminationArgs {
             lifecycle_timeout: Duration::from_secs(self.lifecycle_timeout),
             group: self.autoscaling_group_name.clone(),
             hook: self.lifecycle_hook_name.clone(),
+            protection_idle: Duration::from_secs(self.scale_in_protection_idle),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! `vidworker run`: the worker service, until SIGTERM.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use worker::aws::Clients;
 use worker::db;
 use worker::queue::Queue;
 use worker::runner::Runner;
 use worker::shutdown::Shutdown;
 use worker::storage::Storage;
+use worker::telemetry::Stats;
 use worker::termination::{TerminationSettings, Watcher};
 
 use crate::flags::RunArgs;
@@ -36,17 +40,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     .context("cannot start")?;
     let shutdown = Shutdown::new();
     shutdown.on_signals().context("installing signal handlers")?;
-    let watch = tokio::spawn(watch_termination(args.termination.to_settings(), shutdown.clone()));
+    let stopped = CancellationToken::new();
+    let ec2 = tokio::spawn(on_ec2(
+        args.termination.to_settings(),
+        shutdown.clone(),
+        runner.stats(),
+        clients.clone(),
+        stopped.clone(),
+    ));
     runner.run(shutdown).await;
-    // After a notice, tell the group the instance has drained (once); if
-    // none came (SIGTERM, or not on EC2), stop watching.
-    let watcher = if watch.is_finished() {
-        watch.await.ok().flatten()
-    } else {
-        watch.abort();
-        None
-    };
-    if let Some(watcher) = watcher
+    // Lift the scale-in protection; after a notice, tell the group the
+    // instance has drained (once).
+    stopped.cancel();
+    if let Ok(Some(watcher)) = ec2.await
         && let Err(e) = watcher.complete_lifecycle_action(&clients.autoscaling).await
     {
         tracing::warn!(error = %e, "the lifecycle hook ends at its timeout instead");
@@ -54,12 +60,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Watches for an EC2 termination notice (off EC2, says so and returns);
-/// on one, stops intake with the notice's deadline and returns the
-/// watcher, to complete the lifecycle action once drained.
-async fn watch_termination(settings: TerminationSettings, shutdown: Shutdown) -> Option<Watcher> {
-    let watcher = Watcher::detect(settings).await?;
-    let termination = watcher.next(shutdown.intake()).await?;
+/// Off EC2, says so and returns `None`. On EC2, until `stopped`: protects
+/// the instance from scale-in while jobs run, and watches for a
+/// termination notice; returns the watcher if one came, to complete the
+/// lifecycle action once drained.
+async fn on_ec2(
+    settings: TerminationSettings,
+    shutdown: Shutdown,
+    stats: Arc<Stats>,
+    clients: Clients,
+    stopped: CancellationToken,
+) -> Option<Watcher> {
+    let watcher = tokio::select! {
+        watcher = Watcher::detect(settings) => watcher?,
+        () = stopped.cancelled() => return None,
+    };
+    let ((), noticed) = tokio::join!(
+        watcher.protect_while_busy(&clients.autoscaling, &stats, &stopped),
+        watch_termination(&watcher, &shutdown),
+    );
+    noticed.then_some(watcher)
+}
+
+/// Waits for a termination notice (until intake stops); on one, stops
+/// intake with its deadline and says so.
+async fn watch_termination(watcher: &Watcher, shutdown: &Shutdown) -> bool {
+    let Some(termination) = watcher.next(shutdown.intake()).await else {
+        return false;
+    };
     let left = termination
         .deadline
         .saturating_duration_since(std::time::Instant::now());
@@ -71,7 +99,7 @@ async fn watch_termination(settings: TerminationSettings, shutdown: Shutdown) ->
         "the instance is going away: no new jobs; running ones finish if they can before it goes"
     );
     shutdown.stop_intake_before(termination.deadline);
-    Some(watcher)
+    true
 }
 
 /// GETs `/healthz` of the worker at `addr` (the loopback address when it

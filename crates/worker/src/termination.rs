@@ -10,6 +10,11 @@
 //! they can before the deadline and hands the rest back, then completes the
 //! lifecycle action (once) and exits. Off EC2 (no metadata service) it says
 //! so once and carries on.
+//!
+//! While jobs run, the instance is also protected from scale-in
+//! ([`Watcher::protect_while_busy`]), so the group picks idle instances
+//! when the backlog empties; the drain above covers every termination that
+//! protection does not stop (a notice that came first, Spot, a replacement).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +38,9 @@ pub struct TerminationSettings {
     pub group: Option<String>,
     /// The termination lifecycle hook, to complete the lifecycle action.
     pub hook: Option<String>,
+    /// How long an idle worker keeps its instance protected from scale-in
+    /// after its last job: a short lull between two jobs does not flap it.
+    pub protection_idle: Duration,
 }
 
 impl Default for TerminationSettings {
@@ -42,6 +50,7 @@ impl Default for TerminationSettings {
             lifecycle_timeout: Duration::from_secs(600),
             group: None,
             hook: None,
+            protection_idle: Duration::from_secs(30),
         }
     }
 }
@@ -193,7 +202,89 @@ impl Watcher {
         );
         Ok(())
     }
+
+    /// Keeps the instance protected from scale-in while jobs run and for
+    /// `protection_idle` after the last one, until `stop`; then lifts the
+    /// protection, so a stopped worker never pins an idle instance. The
+    /// first look lifts whatever a crashed predecessor left. Failures are
+    /// logged and retried after a pause: protection is an optimisation,
+    /// the drain on termination is the guarantee.
+    pub async fn protect_while_busy(
+        &self,
+        client: &aws_sdk_autoscaling::Client,
+        stats: &crate::telemetry::Stats,
+        stop: &CancellationToken,
+    ) {
+        let Some(group) = self.settings.group.clone() else {
+            tracing::info!("no AUTOSCALING_GROUP_NAME: the instance is not protected from scale-in while busy");
+            return;
+        };
+        let mut protected: Option<bool> = None;
+        let mut last_busy: Option<Instant> = None;
+        let mut retry_at = Instant::now();
+        loop {
+            if stats.running() > 0 {
+                last_busy = Some(Instant::now());
+            }
+            let want = last_busy.is_some_and(|t| t.elapsed() < self.settings.protection_idle);
+            if protected != Some(want) && Instant::now() >= retry_at {
+                match self.set_protection(client, &group, want).await {
+                    Ok(()) => protected = Some(want),
+                    Err(message) => {
+                        tracing::warn!(
+                            group,
+                            protect = want,
+                            error = message,
+                            "cannot change scale-in protection"
+                        );
+                        retry_at = Instant::now() + PROTECTION_RETRY;
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.poll) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        if protected != Some(false)
+            && let Err(message) = self.set_protection(client, &group, false).await
+        {
+            tracing::warn!(group, error = message, "cannot lift scale-in protection at exit");
+        }
+    }
+
+    async fn set_protection(
+        &self,
+        client: &aws_sdk_autoscaling::Client,
+        group: &str,
+        protect: bool,
+    ) -> Result<(), String> {
+        client
+            .set_instance_protection()
+            .auto_scaling_group_name(group)
+            .instance_ids(&self.instance_id)
+            .protected_from_scale_in(protect)
+            .send()
+            .await
+            .map_err(|e| crate::aws::describe(&e))?;
+        tracing::info!(
+            event = "scale_in_protection",
+            group,
+            instance = self.instance_id,
+            protected = protect,
+            "{}",
+            if protect {
+                "jobs running: protected from scale-in"
+            } else {
+                "idle: scale-in may take this instance"
+            }
+        );
+        Ok(())
+    }
 }
+
+/// The pause after a failed protection change before the next try.
+const PROTECTION_RETRY: Duration = Duration::from_secs(30);
 
 /// The deadline of a Spot interruption notice
 /// (`{"action": "terminate", "time": "2026-11-30T12:00:00Z"}`), as an

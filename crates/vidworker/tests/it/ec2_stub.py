@@ -11,7 +11,8 @@ autoscaling/target-lifecycle-state (InService until told otherwise),
 spot/instance-action (404 until told otherwise).
 
 Auto Scaling: POST / with a query-protocol form body. CompleteLifecycleAction
-is answered like AWS does and recorded; anything else is a 400.
+and SetInstanceProtection are answered like AWS does and recorded; anything
+else is a 400.
 
 Control, for the test: POST /__stub/lifecycle (body: the state),
 POST /__stub/spot (body: the instance-action JSON), GET /__stub/calls
@@ -97,15 +98,16 @@ class Handler(BaseHTTPRequestHandler):
                 state["spot"] = body.strip()
             return self.reply(200, "ok")
         form = {k: v[0] for k, v in parse_qs(body).items()}
-        if form.get("Action") == "CompleteLifecycleAction":
+        action = form.get("Action")
+        if action in ("CompleteLifecycleAction", "SetInstanceProtection"):
             with lock:
                 state["calls"].append(form)
             return self.reply(200, (
-                '<CompleteLifecycleActionResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
-                "<CompleteLifecycleActionResult/>"
+                f'<{action}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+                f"<{action}Result/>"
                 f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
-                "</CompleteLifecycleActionResponse>"), "text/xml")
-        return self.reply(400, f"unexpected Auto Scaling call {form.get('Action')!r}")
+                f"</{action}Response>"), "text/xml")
+        return self.reply(400, f"unexpected Auto Scaling call {action!r}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,36 @@ impl Ec2Stub {
         body.lines().map(|l| serde_json::from_str(l).expect("json")).collect()
     }
 
+    /// The recorded calls of one Auto Scaling action.
+    fn calls_of(&self, action: &str) -> Vec<serde_json::Value> {
+        self.calls().into_iter().filter(|c| c["Action"] == action).collect()
+    }
+
+    /// `ProtectedFromScaleIn` of each SetInstanceProtection call so far,
+    /// checking each names this instance and group.
+    fn protection(&self) -> Vec<bool> {
+        let calls = self.calls_of("SetInstanceProtection");
+        for call in &calls {
+            assert_eq!(call["AutoScalingGroupName"], "vidworker-workers", "{call}");
+            assert_eq!(call["InstanceIds.member.1"], "i-0123456789abcdef0", "{call}");
+        }
+        calls.iter().map(|c| c["ProtectedFromScaleIn"] == "true").collect()
+    }
+
+    /// Waits until the protection calls are `want`.
+    fn wait_protection(&self, want: &[bool], worker: &BinaryWorker) {
+        let since = Instant::now();
+        while self.protection() != want {
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "protection calls {:?}, waiting for {want:?}:\n{}",
+                self.protection(),
+                worker.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The environment that points the worker at this stub.
     fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -98,7 +128,7 @@ fn wait_notice(worker: &BinaryWorker, since: Instant) -> Duration {
 }
 
 fn assert_one_completion(stub: &Ec2Stub) {
-    let calls = stub.calls();
+    let calls = stub.calls_of("CompleteLifecycleAction");
     assert_eq!(calls.len(), 1, "{calls:?}");
     let call = &calls[0];
     assert_eq!(call["AutoScalingGroupName"], "vidworker-workers");
@@ -178,4 +208,42 @@ async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
     let (visible, in_flight, _) = stack.depth_of(&stack.queue_url).await;
     assert_eq!((visible, in_flight), (1, 0), "visible again at once");
     assert_one_completion(&stub);
+}
+
+/// Scale-in takes idle instances: a worker protects its instance while a
+/// job runs (and a short while after), lifts the protection when idle,
+/// and lifts what a crashed predecessor left when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_is_protected_from_scale_in_while_a_job_runs() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let stub = Ec2Stub::start();
+    let env = stub.env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("SCALE_IN_PROTECTION_IDLE", "2"));
+    let mut worker = stack.spawn_binary("protection", &env);
+    tokio::task::block_in_place(|| stub.wait_protection(&[false], &worker));
+
+    let id = stack.submit("long-40s.mp4").await;
+    stack.wait_status(id, Status::Processing, LIMIT).await;
+    tokio::task::block_in_place(|| stub.wait_protection(&[false, true], &worker));
+    assert_eq!(
+        stack.row(id).await.status,
+        Status::Processing,
+        "protected while the job runs"
+    );
+    stack.wait_status(id, Status::Processed, LIMIT).await;
+    tokio::task::block_in_place(|| stub.wait_protection(&[false, true, false], &worker));
+
+    worker.signal(Signal::TERM);
+    let code = tokio::task::block_in_place(|| worker.wait(LIMIT));
+    assert_eq!(code, Some(0), "{}", worker.log_text());
+    assert_eq!(
+        stub.protection(),
+        [false, true, false],
+        "nothing more at exit: already lifted"
+    );
+    assert!(
+        stub.calls_of("CompleteLifecycleAction").is_empty(),
+        "no notice, no completion"
+    );
 }

@@ -129,6 +129,11 @@ impl Stats {
         self.metrics.free_slots.set(slots.saturating_sub(running) as i64);
     }
 
+    /// Jobs running now (as last reported by the runner).
+    pub fn running(&self) -> u64 {
+        self.metrics.in_flight.get().max(0) as u64
+    }
+
     fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
