@@ -133,6 +133,20 @@ pub enum Command {
         #[arg(long, env = "METRICS_ADDR", default_value = crate::flags::DEFAULT_METRICS_ADDR)]
         metrics_addr: std::net::SocketAddr,
     },
+    /// Print shell completions to stdout (the .deb installs bash's, zsh's
+    /// and fish's).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (`vidworker man | man -l -`),
+    /// or write it and one page per command (vidworker-run.1, ...) to a
+    /// directory.
+    Man {
+        /// Write vidworker.1 and the commands' pages here.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Show the videos and their states.
     Status {
         /// One video in full.

@@ -16,7 +16,7 @@ mod serve;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 use crate::cli::{Cli, Command};
 
@@ -62,6 +62,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Requeue { ids, db, aws } => runtime()?.block_on(repair::requeue(&ids, &db, &aws)),
         Command::Healthcheck { metrics_addr } => Ok(serve::healthcheck(metrics_addr)),
         Command::TranscodeJob => Ok(worker::isolate::serve_child()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vidworker", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing the man pages to {}", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -136,3 +136,65 @@ async fn dead_letter_tools_and_requeue_are_driven_by_the_row() {
     );
     stack.check_invariants(&[processed, gave_up, bad]).await;
 }
+
+/// The completions as bash itself uses them: sourced, then asked what
+/// follows `vidworker mi` and `vidworker dlq `.
+#[test]
+fn bash_completes_commands_from_the_generated_script() {
+    let script = tempfile::NamedTempFile::new().expect("file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidworker"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("completions");
+    assert!(out.status.success());
+    std::fs::write(script.path(), &out.stdout).expect("write");
+    let complete = |words: &str| {
+        let probe = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             _vidworker vidworker \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; echo \"${{COMPREPLY[*]}}\"",
+            script.path().display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &probe])
+            .output()
+            .expect("bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(complete("vidworker mi"), "migrate");
+    let dlq = complete("vidworker dlq ''");
+    for action in ["stats", "peek", "redrive"] {
+        assert!(dlq.split(' ').any(|w| w == action), "{action} in {dlq:?}");
+    }
+}
+
+/// The man pages as `man` renders them: one per command, each naming it.
+#[test]
+fn man_renders_a_page_for_the_binary_and_each_command() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vidworker"))
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("man");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (page, name) in [
+        ("vidworker.1", "vidworker - The vidworker command"),
+        ("vidworker-run.1", "vidworker-run - Run the worker"),
+        ("vidworker-dlq-redrive.1", "vidworker-dlq-redrive - Send messages back"),
+    ] {
+        let shown = std::process::Command::new("man")
+            .arg("-l")
+            .arg(dir.path().join(page))
+            .env("MANWIDTH", "200")
+            .output()
+            .expect("man runs");
+        // Justified text: compare words, not spaces.
+        let text = String::from_utf8_lossy(&shown.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(shown.status.success() && text.contains(name), "{page}: {text}");
+    }
+}
