@@ -133,6 +133,16 @@ pub enum Command {
         #[arg(long, env = "METRICS_ADDR", default_value = crate::flags::DEFAULT_METRICS_ADDR)]
         metrics_addr: std::net::SocketAddr,
     },
+    /// Check the worker's settings and everything it talks to (database,
+    /// schema, queue and redrive policy, bucket reads and writes, events,
+    /// sandbox) without taking a job: one line per check, exit 1 on any
+    /// problem.
+    Check {
+        /// Read the settings from this file too (KEY=VALUE lines, as the
+        /// service's EnvironmentFile), e.g. /etc/vidworker/env.
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
     /// Print shell completions to stdout (the .deb installs bash's, zsh's
     /// and fish's).
     Completions {

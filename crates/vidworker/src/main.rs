@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod check;
 mod cli;
 mod flags;
 mod isolation;
@@ -62,6 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Requeue { ids, db, aws } => runtime()?.block_on(repair::requeue(&ids, &db, &aws)),
         Command::Healthcheck { metrics_addr } => Ok(serve::healthcheck(metrics_addr)),
         Command::TranscodeJob => Ok(worker::isolate::serve_child()),
+        Command::Check { env_file } => check::check(env_file.as_deref()),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vidworker", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

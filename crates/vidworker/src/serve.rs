@@ -19,25 +19,16 @@ use crate::flags::RunArgs;
 /// Checks the services, then takes jobs until the shutdown signal; running
 /// jobs drain within the grace period.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = args.rendition.to_spec()?;
-    let settings = args.worker.to_settings(spec)?;
-    let db = args.db.connect((settings.concurrency as u32 * 2).max(4))?;
+    let runner = runner(&args).await?;
     if args.migrate {
-        db.migrate()
+        runner
+            .db()
+            .migrate()
             .await
             .with_context(|| format!("migrating {}", db::redact(&args.db.database_url)))?;
     }
     let clients = args.aws.clients().await;
-    let runner = Runner::new(
-        settings,
-        db,
-        Storage::new(clients.s3.clone(), &args.aws.bucket),
-        Queue::new(clients.sqs.clone(), &args.aws.queue_url),
-    )
-    .with_publisher(args.worker.events.publisher(&clients))
-    .start()
-    .await
-    .context("cannot start")?;
+    let runner = runner.start().await.context("cannot start")?;
     let shutdown = Shutdown::new();
     shutdown.on_signals().context("installing signal handlers")?;
     let stopped = CancellationToken::new();
@@ -58,6 +49,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!(error = %e, "the lifecycle hook ends at its timeout instead");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The worker `args` describe, not started (`run` starts it, `check`
+/// checks it).
+pub async fn runner(args: &RunArgs) -> anyhow::Result<Runner> {
+    let spec = args.rendition.to_spec()?;
+    let settings = args.worker.to_settings(spec)?;
+    let db = args.db.connect((settings.concurrency as u32 * 2).max(4))?;
+    let clients = args.aws.clients().await;
+    Ok(Runner::new(
+        settings,
+        db,
+        Storage::new(clients.s3.clone(), &args.aws.bucket),
+        Queue::new(clients.sqs.clone(), &args.aws.queue_url),
+    )
+    .with_publisher(args.worker.events.publisher(&clients)))
 }
 
 /// Off EC2, says so and returns `None`. On EC2, until `stopped`: protects

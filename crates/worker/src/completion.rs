@@ -293,6 +293,38 @@ impl Publisher {
         self.topic.is_some() || self.queue.is_some()
     }
 
+    /// Whether the targets exist and answer (`vidworker check`): the
+    /// topic's or queue's attributes, read. Publishing itself has no dry
+    /// run; the first event proves it.
+    pub async fn check(&self) -> Result<String, String> {
+        let mut found = Vec::new();
+        if let Some((client, arn)) = &self.topic {
+            let attrs = client
+                .get_topic_attributes()
+                .topic_arn(arn)
+                .send()
+                .await
+                .map_err(|e| format!("{arn}: {}", crate::aws::describe(&e)))?;
+            let subscriptions = attrs
+                .attributes()
+                .and_then(|a| a.get("SubscriptionsConfirmed"))
+                .map_or("?", String::as_str)
+                .to_owned();
+            found.push(format!("{arn}: {subscriptions} confirmed subscription(s)"));
+        }
+        if let Some((client, url)) = &self.queue {
+            client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {}", crate::aws::describe(&e)))?;
+            found.push(format!("{url}: answers"));
+        }
+        Ok(format!("{} (schema v{})", found.join("; "), self.version()))
+    }
+
     /// Publishes the event of a row's recorded outcome if the outbox still
     /// holds it (recorded within [`OUTBOX_HORIZON`], not marked published);
     /// returns its id, for the caller to mark published

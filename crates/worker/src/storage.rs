@@ -196,6 +196,32 @@ impl Storage {
         }
     }
 
+    /// Checks that uploads under `prefix` are allowed, leaving nothing: a
+    /// multipart upload is started (s3:PutObject) and aborted
+    /// (s3:AbortMultipartUpload). No object, so no version or delete
+    /// marker in a versioned bucket.
+    pub async fn check_write(&self, prefix: &str) -> Result<(), StorageError> {
+        let key = format!("{prefix}.vidworker-check");
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| self.service("start uploading", &key, e))?;
+        let id = upload.upload_id().unwrap_or_default();
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_err(|e| self.service("abort uploading", &key, e))?;
+        Ok(())
+    }
+
     /// The size of an object.
     pub async fn size(&self, key: &str) -> Result<u64, StorageError> {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {

@@ -198,3 +198,61 @@ fn man_renders_a_page_for_the_binary_and_each_command() {
         assert!(shown.status.success() && text.contains(name), "{page}: {text}");
     }
 }
+
+/// `vidworker check` against the real services: every line `ok` with the
+/// production queue settings; then each broken setting is one FAIL line
+/// naming it, and the exit code says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_problem_on_its_own_line() {
+    let stack = Stack::start_with(worker::queue::QueueSettings::default()).await;
+    let (code, out, err) = stack.command(&["check"], &[("EVENTS_TOPIC_ARN", "")]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for subject in [
+        "settings",
+        "rendition",
+        "transcodes",
+        "work directory",
+        "database",
+        "queue",
+        "bucket",
+    ] {
+        assert!(out.contains(&format!("ok   {subject}: ")), "{subject} in {out}");
+    }
+    assert!(out.contains("every migration of this release applied"), "{out}");
+    assert!(out.contains("an upload to processed/ started and aborted"), "{out}");
+    let uploads = stack
+        .clients
+        .s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("list uploads");
+    assert!(uploads.uploads().is_empty(), "the check leaves no upload behind");
+
+    stack.sql("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)");
+    let (code, out, _) = stack.command(&["check"], &[("S3_BUCKET", "no-such-bucket"), ("MAX_ATTEMPTS", "9")]);
+    assert_eq!(code, Some(1), "{out}");
+    let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(fails.len(), 3, "{out}");
+    assert!(
+        fails[0].starts_with("FAIL database: ") && fails[0].contains("vidworker migrate"),
+        "{out}"
+    );
+    assert!(
+        fails[1].starts_with("FAIL queue: ") && fails[1].contains("MAX_ATTEMPTS 9"),
+        "{out}"
+    );
+    assert!(
+        fails[2].starts_with("FAIL bucket: ") && fails[2].contains("no-such-bucket"),
+        "{out}"
+    );
+    assert!(out.ends_with("vidworker check: 3 problem(s)\n"), "{out}");
+
+    let (code, out, _) = stack.command(&["check"], &[("DATABASE_URL", "")]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        out,
+        "FAIL settings: DATABASE_URL is not set (--database-url)\nvidworker check: 1 problem(s)\n"
+    );
+}

@@ -14,6 +14,7 @@ mod error;
 mod heartbeat;
 mod job;
 mod patience;
+pub mod preflight;
 mod progress;
 pub mod reconcile;
 mod settle;
@@ -166,6 +167,11 @@ impl Runner {
     pub fn with_publisher(mut self, publisher: Publisher) -> Self {
         self.publisher = publisher;
         self
+    }
+
+    /// The database handle (for `--migrate` before the start).
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// The counters, metrics and health of this worker.
