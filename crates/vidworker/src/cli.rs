@@ -143,6 +143,37 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
     },
+    /// Tell CloudFormation whether this instance works: wait for the
+    /// worker's /readyz, then signal SUCCESS, or FAILURE with what it said
+    /// (the instance's set-up script runs this after starting the service).
+    Signal {
+        /// The stack.
+        #[arg(long, env = "CFN_STACK_NAME")]
+        stack: String,
+        /// The resource waiting for the signal.
+        #[arg(long, env = "CFN_RESOURCE", default_value = "WorkerGroup")]
+        resource: String,
+        /// Seconds to wait for /readyz before signalling FAILURE.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        wait: u64,
+        /// Signal FAILURE at once, with this reason.
+        #[arg(long, value_name = "REASON", conflicts_with = "wait")]
+        failure: Option<String>,
+        /// The worker's metrics address.
+        #[arg(long, env = "METRICS_ADDR", default_value = crate::flags::DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
+        /// AWS region.
+        #[arg(long, env = "AWS_REGION")]
+        region: Option<String>,
+    },
+    /// Mark this instance unhealthy in its Auto Scaling group, which
+    /// replaces it (systemd's OnFailure= runs this when the service has
+    /// failed for good).
+    MarkUnhealthy {
+        /// AWS region.
+        #[arg(long, env = "AWS_REGION")]
+        region: Option<String>,
+    },
     /// Print shell completions to stdout (the .deb installs bash's, zsh's
     /// and fish's).
     Completions {

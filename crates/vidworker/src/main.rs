@@ -12,6 +12,7 @@ mod ladder;
 mod local;
 mod logging;
 mod repair;
+mod rollout;
 mod serve;
 
 use std::process::ExitCode;
@@ -64,6 +65,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck { metrics_addr } => Ok(serve::healthcheck(metrics_addr)),
         Command::TranscodeJob => Ok(worker::isolate::serve_child()),
         Command::Check { env_file } => check::check(env_file.as_deref()),
+        Command::Signal {
+            stack,
+            resource,
+            wait,
+            failure,
+            metrics_addr,
+            region,
+        } => runtime()?.block_on(async {
+            let clients = worker::aws::Clients::from_env(region.as_deref(), None).await;
+            let verdict = match failure {
+                Some(reason) => rollout::Verdict::Failure(reason),
+                None => rollout::Verdict::WhenReady(std::time::Duration::from_secs(wait)),
+            };
+            rollout::signal(&clients, &stack, &resource, metrics_addr, verdict).await
+        }),
+        Command::MarkUnhealthy { region } => runtime()?.block_on(async {
+            let clients = worker::aws::Clients::from_env(region.as_deref(), None).await;
+            rollout::mark_unhealthy(&clients).await
+        }),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vidworker", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -112,7 +112,19 @@ async fn watch_termination(watcher: &Watcher, shutdown: &Shutdown) -> bool {
 /// GETs `/healthz` of the worker at `addr` (the loopback address when it
 /// listens on all interfaces). A plain HTTP/1.0 request: this runs as a
 /// container's health check, where no HTTP client is installed.
-pub fn healthcheck(mut addr: std::net::SocketAddr) -> ExitCode {
+pub fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
+    match probe(addr, "/healthz") {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("unhealthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// GETs `path` of the worker's endpoints at `addr`: the answer's last line
+/// when it is a 200, else what went wrong, in one line.
+pub fn probe(mut addr: std::net::SocketAddr, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -120,20 +132,15 @@ pub fn healthcheck(mut addr: std::net::SocketAddr) -> ExitCode {
     let timeout = std::time::Duration::from_secs(5);
     let answer = std::net::TcpStream::connect_timeout(&addr, timeout).and_then(|mut s| {
         s.set_read_timeout(Some(timeout))?;
-        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
         Ok(text)
     });
+    let last = |text: &str| text.lines().last().unwrap_or_default().to_owned();
     match answer {
-        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => ExitCode::SUCCESS,
-        Ok(text) => {
-            eprintln!("unhealthy: {}", text.lines().last().unwrap_or_default());
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("unhealthy: http://{addr}/healthz: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => Ok(last(&text)),
+        Ok(text) => Err(last(&text)),
+        Err(e) => Err(format!("http://{addr}{path}: {e}")),
     }
 }

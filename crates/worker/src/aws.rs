@@ -42,8 +42,13 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     /// SNS (completion events).
     pub sns: aws_sdk_sns::Client,
-    /// Auto Scaling (to complete the termination lifecycle action).
+    /// Auto Scaling (the termination lifecycle action, scale-in
+    /// protection, the instance's health).
     pub autoscaling: aws_sdk_autoscaling::Client,
+    /// CloudFormation (the instance's success or failure signal).
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    /// Secrets Manager (DATABASE_SECRET_ARN).
+    pub secrets: aws_sdk_secretsmanager::Client,
     /// The region in use.
     pub region: Option<String>,
 }
@@ -91,15 +96,26 @@ impl Clients {
         // A service-specific endpoint wins over the global one (as
         // AWS_ENDPOINT_URL_<SERVICE> does in the SDK's own configuration),
         // so an emulator of S3 and SQS can sit beside another of Auto Scaling.
+        let own = |service: &str| std::env::var(format!("AWS_ENDPOINT_URL_{service}")).ok();
         let mut autoscaling_config = aws_sdk_autoscaling::config::Builder::from(&sdk);
-        if let Ok(url) = std::env::var("AWS_ENDPOINT_URL_AUTO_SCALING") {
+        if let Some(url) = own("AUTO_SCALING") {
             autoscaling_config = autoscaling_config.endpoint_url(url);
+        }
+        let mut cloudformation_config = aws_sdk_cloudformation::config::Builder::from(&sdk);
+        if let Some(url) = own("CLOUDFORMATION") {
+            cloudformation_config = cloudformation_config.endpoint_url(url);
+        }
+        let mut secrets_config = aws_sdk_secretsmanager::config::Builder::from(&sdk);
+        if let Some(url) = own("SECRETS_MANAGER") {
+            secrets_config = secrets_config.endpoint_url(url);
         }
         Clients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sns: aws_sdk_sns::Client::new(&sdk),
             autoscaling: aws_sdk_autoscaling::Client::from_conf(autoscaling_config.build()),
+            cloudformation: aws_sdk_cloudformation::Client::from_conf(cloudformation_config.build()),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets_config.build()),
             region: sdk.region().map(|r| r.to_string()),
         }
     }

@@ -108,6 +108,7 @@ pub mod isolate;
 pub mod message;
 pub mod outputs;
 pub mod queue;
+pub mod rollout;
 pub mod runner;
 pub mod shutdown;
 pub mod storage;

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""A stand-in for an EC2 instance's metadata service (IMDSv2) and the Auto
-Scaling API, for vidworker's termination tests.
+"""A stand-in for an EC2 instance's metadata service (IMDSv2), the Auto
+Scaling API and CloudFormation's SignalResource, for vidworker's termination
+and rollout tests.
 
     ec2_stub.py PORT
 
@@ -10,13 +11,13 @@ X-aws-ec2-metadata-token, or gets 401. Served: instance-id,
 autoscaling/target-lifecycle-state (InService until told otherwise),
 spot/instance-action (404 until told otherwise).
 
-Auto Scaling: POST / with a query-protocol form body. CompleteLifecycleAction
-and SetInstanceProtection are answered like AWS does and recorded; anything
+Auto Scaling and CloudFormation: POST / with a query-protocol form body.
+The actions in NAMESPACES are answered like AWS does and recorded; anything
 else is a 400.
 
 Control, for the test: POST /__stub/lifecycle (body: the state),
 POST /__stub/spot (body: the instance-action JSON), GET /__stub/calls
-(recorded Auto Scaling calls, one JSON object per line), GET /__stub/health.
+(recorded calls, one JSON object per line), GET /__stub/health.
 """
 
 import json
@@ -27,6 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 INSTANCE_ID = "i-0123456789abcdef0"
+AUTOSCALING = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+# The calls answered (and recorded), with their API's XML namespace.
+NAMESPACES = {
+    "CompleteLifecycleAction": AUTOSCALING,
+    "SetInstanceProtection": AUTOSCALING,
+    "SetInstanceHealth": AUTOSCALING,
+    "SignalResource": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+}
 state = {"lifecycle": "InService", "spot": None, "tokens": set(), "calls": []}
 lock = threading.Lock()
 
@@ -99,15 +108,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, "ok")
         form = {k: v[0] for k, v in parse_qs(body).items()}
         action = form.get("Action")
-        if action in ("CompleteLifecycleAction", "SetInstanceProtection"):
+        if action in NAMESPACES:
             with lock:
                 state["calls"].append(form)
             return self.reply(200, (
-                f'<{action}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+                f'<{action}Response xmlns="{NAMESPACES[action]}">'
                 f"<{action}Result/>"
                 f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
                 f"</{action}Response>"), "text/xml")
-        return self.reply(400, f"unexpected Auto Scaling call {action!r}")
+        return self.reply(400, f"unexpected call {action!r}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-//! EC2 termination notices, without AWS: an IMDSv2 stand-in (with the token
-//! exchange) and an Auto Scaling stand-in that records
-//! `CompleteLifecycleAction` (`tests/it/ec2_stub.py`), reached through
-//! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_AUTO_SCALING`.
+//! EC2 termination notices, scale-in protection and rollout signals,
+//! without AWS: an IMDSv2 stand-in (with the token exchange) and an Auto
+//! Scaling and CloudFormation stand-in that records their calls
+//! (`tests/it/ec2_stub.py`), reached through
+//! `AWS_EC2_METADATA_SERVICE_ENDPOINT` and `AWS_ENDPOINT_URL_<SERVICE>`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -100,6 +101,7 @@ impl Ec2Stub {
             ("AWS_EC2_METADATA_DISABLED", "false".to_owned()),
             ("AWS_EC2_METADATA_SERVICE_ENDPOINT", self.endpoint()),
             ("AWS_ENDPOINT_URL_AUTO_SCALING", self.endpoint()),
+            ("AWS_ENDPOINT_URL_CLOUDFORMATION", self.endpoint()),
             ("AUTOSCALING_GROUP_NAME", "vidworker-workers".to_owned()),
             ("LIFECYCLE_HOOK_NAME", "vidworker-drain".to_owned()),
             ("TERMINATION_POLL", "1".to_owned()),
@@ -246,4 +248,58 @@ async fn the_instance_is_protected_from_scale_in_while_a_job_runs() {
         stub.calls_of("CompleteLifecycleAction").is_empty(),
         "no notice, no completion"
     );
+}
+
+/// A release is signalled to CloudFormation only once the worker answers
+/// /readyz; a worker that never gets ready is a FAILURE signal and a
+/// non-zero exit; a failed service marks the instance unhealthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instance_signals_cloudformation_what_its_worker_says() {
+    let stack = Stack::start(Duration::from_secs(30)).await;
+    let stub = Ec2Stub::start();
+    let env = stub.env();
+    let port = testkit::free_port().expect("port").to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("METRICS_ADDR", &addr));
+    env.push(("CFN_STACK_NAME", "vidworker-prod"));
+    let signal = &["signal", "--wait", "5"];
+
+    // Nothing listens: FAILURE after the wait.
+    let (code, _, err) = stack.command(signal, &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("signalled FAILURE to vidworker-prod/WorkerGroup: not ready after 5 s"),
+        "{err}"
+    );
+
+    let mut worker = stack.spawn_binary("signal", &env);
+    let (code, _, err) = stack.command(&["signal", "--wait", "60"], &env);
+    assert_eq!(code, Some(0), "{err}\n{}", worker.log_text());
+    assert!(
+        err.contains("signalled SUCCESS to vidworker-prod/WorkerGroup: vidworker "),
+        "{err}"
+    );
+    worker.signal(Signal::TERM);
+    tokio::task::block_in_place(|| worker.wait(LIMIT));
+
+    let (code, _, err) = stack.command(&["mark-unhealthy"], &env);
+    assert_eq!(code, Some(0), "{err}");
+
+    let signals = stub.calls_of("SignalResource");
+    let statuses: Vec<&str> = signals
+        .iter()
+        .map(|c| c["Status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["FAILURE", "SUCCESS"]);
+    for call in &signals {
+        assert_eq!(call["StackName"], "vidworker-prod", "{call}");
+        assert_eq!(call["LogicalResourceId"], "WorkerGroup", "{call}");
+        assert_eq!(call["UniqueId"], "i-0123456789abcdef0", "{call}");
+    }
+    let health = stub.calls_of("SetInstanceHealth");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0]["InstanceId"], "i-0123456789abcdef0");
+    assert_eq!(health[0]["HealthStatus"], "Unhealthy");
+    assert_eq!(health[0]["ShouldRespectGracePeriod"], "false");
 }
