@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use uuid::Uuid;
 use worker::aws::Clients;
-use worker::db::{self, Db, Phase, VideoRow};
+use worker::db::{Db, Phase, VideoRow};
 use worker::outputs::{Cost, Outputs};
 use worker::queue::{Queue, QueueSettings, queue_name};
 use worker::storage::Storage;
@@ -20,8 +20,8 @@ use crate::local::{human_bytes, print};
 
 /// `vidworker migrate`.
 pub async fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = args.connect(1)?;
-    let label = db::redact(&args.database_url);
+    let pool = args.connect(1).await?;
+    let label = pool.label().to_owned();
     pool.migrate().await.with_context(|| format!("migrating {label}"))?;
     eprintln!("migrations applied to {label}");
     Ok(ExitCode::SUCCESS)
@@ -55,7 +55,7 @@ pub async fn submit_files(
     let clients = aws.clients().await;
     let storage = Storage::new(clients.s3.clone(), &aws.bucket);
     let queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
-    let pool = db.connect(2)?;
+    let pool = db.connect(2).await?;
     for file in files {
         let id = submit(file, &storage, &pool, &queue, originals_prefix).await?;
         print(&format!("{id}  {}\n", file.display()));
@@ -66,7 +66,7 @@ pub async fn submit_files(
 /// `vidworker status [ID]`: one row in full, or the newest rows and the
 /// count in each state.
 pub async fn status(id: Option<Uuid>, limit: i64, db: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = db.connect(1)?;
+    let pool = db.connect(1).await?;
     match id {
         Some(id) => match pool.get(id).await? {
             Some(row) => print(&details(&row)),

@@ -28,35 +28,18 @@ pub fn check(env_file: Option<&Path>) -> anyhow::Result<ExitCode> {
         });
     }
     let command = RunArgs::augment_args(clap::Command::new("vidworker check").no_binary_name(true));
-    let mut problems = 0;
-    for arg in command.get_arguments().filter(|a| a.is_required_set()) {
-        let env = arg
-            .get_env()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if std::env::var_os(&env).is_none_or(|v| v.is_empty()) {
-            println!(
-                "FAIL settings: {env} is not set (--{})",
-                arg.get_long().unwrap_or_default()
-            );
-            problems += 1;
-        }
-    }
-    if problems > 0 {
-        return Ok(summary(problems));
-    }
     let args = command
+        .clone()
         .try_get_matches_from(Vec::<String>::new())
         .and_then(|m| RunArgs::from_arg_matches(&m));
     let args = match args {
         Ok(args) => args,
         Err(e) => {
-            let text = e.to_string();
-            println!(
-                "FAIL settings: {}",
-                text.lines().next().unwrap_or_default().trim_start_matches("error: ")
-            );
-            return Ok(summary(1));
+            let problems = settings_problems(&command, &e);
+            for problem in &problems {
+                println!("FAIL settings: {problem}");
+            }
+            return Ok(summary(problems.len()));
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -89,6 +72,42 @@ async fn run_checks(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     Ok(summary(problems))
+}
+
+/// Each missing setting, named by its variable; any other error of the
+/// command line in one line.
+fn settings_problems(command: &clap::Command, e: &clap::Error) -> Vec<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let missing = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(args))) => args.clone(),
+        _ => {
+            let text = e.to_string();
+            return vec![
+                text.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_owned(),
+            ];
+        }
+    };
+    missing
+        .iter()
+        .map(|shown| {
+            // "--database-url <DATABASE_URL>"
+            let long = shown.trim_start_matches("--").split(' ').next().unwrap_or_default();
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(long));
+            let env = arg
+                .and_then(|a| a.get_env())
+                .map_or_else(|| shown.clone(), |e| e.to_string_lossy().into_owned());
+            let alternative = if long == "database-url" {
+                " (nor DATABASE_SECRET_ARN)"
+            } else {
+                ""
+            };
+            format!("{env} is not set{alternative} (--{long})")
+        })
+        .collect()
 }
 
 fn summary(problems: usize) -> ExitCode {

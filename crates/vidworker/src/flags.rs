@@ -10,7 +10,7 @@ use processor::{Card, CardContent, Corner, Fit, Image, Limits, MAX_CARD, Renditi
 use worker::aws::Clients;
 use worker::completion::Publisher;
 use worker::config::{ConfigError, WorkerSettings};
-use worker::db::{Db, Tls};
+use worker::db::{DatabaseSecret, Db, Tls};
 use worker::termination::TerminationSettings;
 
 use crate::isolation::IsolationArgs;
@@ -309,8 +309,21 @@ impl RenditionArgs {
 pub struct DbArgs {
     /// PostgreSQL URL, e.g.
     /// `postgres://user:password@host:5432/db?sslmode=verify-full&sslrootcert=/etc/vidworker/rds-ca.pem`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    /// With DATABASE_SECRET_ARN, the URL without credentials (host,
+    /// database, TLS), or nothing when the secret names the host.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        required_unless_present = "database_secret_arn"
+    )]
+    pub database_url: Option<String>,
+    /// A Secrets Manager secret holding the credentials: a whole URL, or
+    /// RDS's JSON (`username`, `password`, optionally `host`, `port`,
+    /// `dbname`). Read at start and again when the server refuses the
+    /// credentials, so a rotation needs no restart.
+    #[arg(long, env = "DATABASE_SECRET_ARN")]
+    pub database_secret_arn: Option<String>,
     /// `insecure`: accept a URL that crosses a network without verifying
     /// the server (sslmode below verify-full), with a warning. Otherwise
     /// such a URL is refused; a server on this machine needs no TLS.
@@ -324,11 +337,25 @@ pub struct DbArgs {
 }
 
 impl DbArgs {
-    /// A pool of up to `max_connections`, once the URL's TLS is safe, or
-    /// said to be insecure on purpose.
-    pub fn connect(&self, max_connections: u32) -> anyhow::Result<Db> {
-        if let Tls::Unverified { sslmode } = worker::db::tls_of(&self.database_url) {
-            let url = worker::db::redact(&self.database_url);
+    /// A pool of up to `max_connections` (its URL read from the secret,
+    /// when there is one), once the URL's TLS is safe, or said to be
+    /// insecure on purpose.
+    pub async fn connect(&self, max_connections: u32) -> anyhow::Result<Db> {
+        if self.database_call_timeout == 0 {
+            anyhow::bail!("DATABASE_CALL_TIMEOUT must be at least 1 s");
+        }
+        let db = match (&self.database_secret_arn, &self.database_url) {
+            (Some(arn), base) => {
+                let clients = Clients::from_env(None, None).await;
+                let secret = DatabaseSecret::new(clients.secrets.clone(), arn, base.clone());
+                Db::connect_with_secret(secret, max_connections).await?
+            }
+            (None, Some(url)) => Db::connect_lazy(url, max_connections)?,
+            (None, None) => anyhow::bail!("set DATABASE_URL or DATABASE_SECRET_ARN"),
+        };
+        // The label keeps sslmode and sslrootcert (only a password is hidden).
+        if let Tls::Unverified { sslmode } = worker::db::tls_of(db.label()) {
+            let url = db.label();
             if self.database_tls.is_none() {
                 anyhow::bail!(
                     "DATABASE_URL {url}: sslmode={sslmode} does not verify the server across the network: use \
@@ -342,11 +369,7 @@ impl DbArgs {
                  can read it or pose as the database"
             );
         }
-        if self.database_call_timeout == 0 {
-            anyhow::bail!("DATABASE_CALL_TIMEOUT must be at least 1 s");
-        }
-        Ok(Db::connect_lazy(&self.database_url, max_connections)?
-            .with_call_timeout(std::time::Duration::from_secs(self.database_call_timeout)))
+        Ok(db.with_call_timeout(std::time::Duration::from_secs(self.database_call_timeout)))
     }
 }
 

@@ -26,7 +26,7 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
     queue.inspect().await?;
     let publisher = worker.map(|w| w.events.publisher(&clients)).unwrap_or_default();
     Ok(Reconciler::new(
-        db.connect(2)?,
+        db.connect(2).await?,
         queue,
         ReconcileSettings::of(&settings),
         Arc::new(Stats::default()),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use worker::aws::Clients;
-use worker::db;
 use worker::queue::Queue;
 use worker::runner::Runner;
 use worker::shutdown::Shutdown;
@@ -25,7 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .db()
             .migrate()
             .await
-            .with_context(|| format!("migrating {}", db::redact(&args.db.database_url)))?;
+            .with_context(|| format!("migrating {}", runner.db().label()))?;
     }
     let clients = args.aws.clients().await;
     let runner = runner.start().await.context("cannot start")?;
@@ -56,7 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 pub async fn runner(args: &RunArgs) -> anyhow::Result<Runner> {
     let spec = args.rendition.to_spec()?;
     let settings = args.worker.to_settings(spec)?;
-    let db = args.db.connect((settings.concurrency as u32 * 2).max(4))?;
+    let db = args.db.connect((settings.concurrency as u32 * 2).max(4)).await?;
     let clients = args.aws.clients().await;
     Ok(Runner::new(
         settings,

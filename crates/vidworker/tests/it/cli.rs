@@ -253,6 +253,6 @@ async fn check_reports_every_problem_on_its_own_line() {
     assert_eq!(code, Some(1));
     assert_eq!(
         out,
-        "FAIL settings: DATABASE_URL is not set (--database-url)\nvidworker check: 1 problem(s)\n"
+        "FAIL settings: DATABASE_URL is not set (nor DATABASE_SECRET_ARN) (--database-url)\nvidworker check: 1 problem(s)\n"
     );
 }

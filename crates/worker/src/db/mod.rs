@@ -19,7 +19,8 @@
 //! job, a heartbeat or a shutdown. sqlx does not expose TCP keepalives; the
 //! client-side timeout is what detects a dead peer.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
@@ -28,11 +29,13 @@ mod admin;
 mod claim;
 mod repair;
 mod row;
+mod secret;
 
 pub use self::admin::Requeue;
 pub use self::claim::{Attempt, Claim, Claimed, HandBack, ProcessedRow, Recorded};
 pub use self::repair::{Abandoned, Stranded, StrandedFacts};
 pub use self::row::{Phase, Status, VideoRow};
+pub use self::secret::{DatabaseSecret, url_of as url_of_secret};
 use crate::failure::FailureClass;
 pub use crate::failure::FailureKind;
 
@@ -85,6 +88,26 @@ pub enum DbError {
         /// The missing migrations, "version (description)", comma-separated.
         missing: String,
     },
+    /// The database's secret (`DATABASE_SECRET_ARN`) cannot be read or
+    /// used.
+    #[error("database secret {arn}: {message}")]
+    Secret {
+        /// The secret.
+        arn: String,
+        /// Why.
+        message: String,
+        /// Secrets Manager did not answer (or throttled): worth waiting.
+        outage: bool,
+    },
+    /// The server refused the credentials and the secret held new ones:
+    /// the next connections use them.
+    #[error("database {database}: {source} (the secret held new credentials: retrying with them)")]
+    Rotated {
+        /// The URL without its password.
+        database: String,
+        /// The refusal.
+        source: sqlx::Error,
+    },
     /// The database did not answer a check in time.
     #[error("database {database}: no answer within {} s", after.as_secs())]
     NoAnswer {
@@ -111,8 +134,12 @@ impl DbError {
     pub fn class(&self) -> FailureClass {
         let sql = match self {
             DbError::Query(e) | DbError::Unusable { source: e, .. } => e,
-            DbError::Timeout { .. } | DbError::NoAnswer { .. } => return FailureClass::Outage,
+            DbError::Timeout { .. } | DbError::NoAnswer { .. } | DbError::Rotated { .. } => {
+                return FailureClass::Outage;
+            }
             DbError::Migrate(_) | DbError::SchemaBehind { .. } => return FailureClass::Configuration,
+            DbError::Secret { outage: true, .. } => return FailureClass::Outage,
+            DbError::Secret { outage: false, .. } => return FailureClass::Configuration,
         };
         match sql {
             sqlx::Error::Database(d) => {
@@ -145,11 +172,35 @@ impl DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
-    options: PgConnectOptions,
     /// The URL without its password, for messages.
     label: String,
     /// The client-side deadline of one call.
     call_timeout: Duration,
+    /// Where the credentials come from, when Secrets Manager holds them.
+    secret: Option<Arc<DatabaseSecret>>,
+    /// The URL last read from the secret, and when it was last read again
+    /// after a refusal (at most one read per [`REREAD_PAUSE`]).
+    reread: Arc<tokio::sync::Mutex<(String, Option<Instant>)>>,
+}
+
+/// The least time between two reads of the secret after refusals: a
+/// rotation needs one; a wrong secret must not be read in a loop.
+const REREAD_PAUSE: Duration = Duration::from_secs(30);
+
+/// Whether the server refused the credentials (SQLSTATE class 28).
+fn is_auth_failure(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")))
+}
+
+/// The connect options of `url`, with the session settings every
+/// connection gets. Statements are not logged: they would carry video ids
+/// at info level.
+fn options_of(url: &str) -> Result<PgConnectOptions, DbError> {
+    Ok(url.parse::<PgConnectOptions>()?.disable_statement_logging().options([
+        ("statement_timeout", "20s"),
+        ("lock_timeout", "5s"),
+        ("idle_in_transaction_session_timeout", "60s"),
+    ]))
 }
 
 /// Written by hand: the connect options hold the password.
@@ -171,23 +222,67 @@ impl Db {
     /// other libpq parameters in the URL apply, and `PGPASSWORD` (or
     /// `~/.pgpass`) supplies a password the URL leaves out.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self, DbError> {
-        // Statements are not logged: they would carry video ids at info level.
-        let options: PgConnectOptions = url.parse::<PgConnectOptions>()?.disable_statement_logging().options([
-            ("statement_timeout", "20s"),
-            ("lock_timeout", "5s"),
-            ("idle_in_transaction_session_timeout", "60s"),
-        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .test_before_acquire(true)
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options_of(url)?);
         Ok(Db {
             pool,
-            options,
             label: redact(url),
             call_timeout: CALL_TIMEOUT,
+            secret: None,
+            reread: Arc::default(),
         })
+    }
+
+    /// Like [`Db::connect_lazy`], with the URL made from `secret`, which is
+    /// read again when the server refuses the credentials.
+    pub async fn connect_with_secret(secret: DatabaseSecret, max_connections: u32) -> Result<Self, DbError> {
+        let url = secret.url().await?;
+        let mut db = Self::connect_lazy(&url, max_connections)?;
+        db.secret = Some(Arc::new(secret));
+        db.reread = Arc::new(tokio::sync::Mutex::new((url, None)));
+        Ok(db)
+    }
+
+    /// After the server refused the credentials: reads the secret again
+    /// and, when it holds other credentials (a rotation), uses them for new
+    /// connections. At most once per [`REREAD_PAUSE`]; says whether the
+    /// credentials changed.
+    async fn reread_secret(&self) -> bool {
+        let Some(secret) = &self.secret else {
+            return false;
+        };
+        let mut last = self.reread.lock().await;
+        if last.1.is_some_and(|t| t.elapsed() < REREAD_PAUSE) {
+            return false;
+        }
+        last.1 = Some(Instant::now());
+        let read = secret.url().await.and_then(|url| Ok((options_of(&url)?, url)));
+        match read {
+            Ok((_, url)) if url == last.0 => {
+                tracing::warn!(
+                    secret = secret.arn(),
+                    "the database refused the credentials the secret still holds"
+                );
+                false
+            }
+            Ok((options, url)) => {
+                self.pool.set_connect_options(options);
+                last.0 = url;
+                tracing::warn!(
+                    event = "database_secret_reread",
+                    secret = secret.arn(),
+                    "the database refused the credentials; the secret holds new ones (a rotation): using them"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(secret = secret.arn(), error = %e, "cannot read the database secret again");
+                false
+            }
+        }
     }
 
     /// The same handle with another client-side deadline per call.
@@ -207,6 +302,14 @@ impl Db {
         F: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
         match tokio::time::timeout(self.call_timeout, call).await {
+            // Rotated credentials: this call fails all the same, as an
+            // outage (waited on, then retried), and the next connections use
+            // the new credentials. The same refusal with nothing new in the
+            // secret is the misconfiguration it looks like.
+            Ok(Err(e)) if is_auth_failure(&e) && self.reread_secret().await => Err(DbError::Rotated {
+                database: self.label.clone(),
+                source: e,
+            }),
             Ok(result) => Ok(result?),
             Err(_) => Err(DbError::Timeout {
                 what,
@@ -244,10 +347,17 @@ impl Db {
             database: self.label.clone(),
             after,
         };
-        let mut conn = tokio::time::timeout(after, sqlx::PgConnection::connect_with(&self.options))
-            .await
-            .map_err(|_| no_answer())?
-            .map_err(fail)?;
+        let options = self.pool.connect_options();
+        let mut conn = match tokio::time::timeout(after, sqlx::PgConnection::connect_with(&options)).await {
+            Err(_) => return Err(no_answer()),
+            Ok(Err(e)) if is_auth_failure(&e) && self.reread_secret().await => {
+                tokio::time::timeout(after, sqlx::PgConnection::connect_with(&self.pool.connect_options()))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(fail)?
+            }
+            Ok(connected) => connected.map_err(fail)?,
+        };
         tokio::time::timeout(after, sqlx::query("SELECT 1 FROM videos LIMIT 1").execute(&mut conn))
             .await
             .map_err(|_| no_answer())?

@@ -10,6 +10,7 @@
 mod support;
 
 mod crashes;
+mod credentials;
 mod faults;
 mod outputs;
 mod platform;
