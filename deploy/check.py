@@ -19,16 +19,20 @@ failure) and exits non-zero when any check fails:
 - the stop timeout covers SHUTDOWN_GRACE, and the lifecycle hook covers the stop;
 - deploy/user-data.sh is the template's user data, and the unit it embeds is
   deploy/vidworker.service, byte for byte;
-- systemd-analyze verify and shellcheck pass.
+- systemd-analyze verify and shellcheck pass;
+- the CloudWatch agent's configuration is valid against the agent's schema,
+  and every metric the agent, the dashboard and the alarms name is exported
+  by the worker (deploy/metrics.txt) and of this template (deploy/cloudwatch.py).
 
-Needs cfn-lint (pip, pinned by scripts/install-deps.sh), boto3 and moto (the
-venv's), systemd-analyze (Debian package systemd) and shellcheck (Debian
+Needs cfn-lint and jsonschema (pip, pinned by scripts/install-deps.sh), boto3
+and moto (the venv's), systemd-analyze (Debian package systemd) and shellcheck (Debian
 package shellcheck).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -42,10 +46,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import boot  # deploy/boot.py
+import cloudwatch  # deploy/cloudwatch.py
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 TEMPLATE = DEPLOY / "cloudformation.yaml"
 UNIT = DEPLOY / "vidworker.service"
+UNITS = (UNIT, DEPLOY / "vidworker-unhealthy.service")
 USER_DATA = DEPLOY / "user-data.sh"
 VENV_BIN = Path(sys.executable).parent
 # Cargo's own target directory, wherever CARGO_TARGET_DIR puts it.
@@ -101,8 +109,15 @@ API_TO_IAM: dict[str, tuple[str, ...]] = {
     # SNS
     "sns:Publish": ("sns:Publish",),
     "sns:PublishBatch": ("sns:Publish",),
+    "sns:GetTopicAttributes": ("sns:GetTopicAttributes",),
     # Auto Scaling
     "autoscaling:CompleteLifecycleAction": ("autoscaling:CompleteLifecycleAction",),
+    "autoscaling:SetInstanceProtection": ("autoscaling:SetInstanceProtection",),
+    "autoscaling:SetInstanceHealth": ("autoscaling:SetInstanceHealth",),
+    # Secrets Manager
+    "secretsmanager:GetSecretValue": ("secretsmanager:GetSecretValue",),
+    # CloudFormation
+    "cloudformation:SignalResource": ("cloudformation:SignalResource",),
     "autoscaling:RecordLifecycleActionHeartbeat": ("autoscaling:RecordLifecycleActionHeartbeat",),
     "autoscaling:DescribeAutoScalingInstances": ("autoscaling:DescribeAutoScalingInstances",),
 }
@@ -149,7 +164,6 @@ PLANNED = {
 # Statements of the worker role that serve deploy/user-data.sh, not the worker.
 USER_DATA_SID_PREFIX = "UserData"
 USER_DATA_STATEMENTS = {
-    "UserDataDatabaseSecret": {"secretsmanager:GetSecretValue"},
     "UserDataArtifact": {"s3:GetObject"},
 }
 
@@ -168,7 +182,7 @@ S3_SCOPE = {
 }
 
 # Receivers that hold an SDK client, and their methods that are not operations.
-CLIENT_NAMES = re.compile(r"^(client|\w+_client|s3|sqs|sns|autoscaling|asg)$")
+CLIENT_NAMES = re.compile(r"^(client|\w+_client|s3|sqs|sns|autoscaling|asg|cloudformation|secrets)$")
 CLIENT_NON_OPERATIONS = {"clone", "config", "as_ref", "to_owned"}
 
 
@@ -388,7 +402,7 @@ def sdk_operations() -> dict[str, dict[str, str]]:
 
     session = botocore.session.get_session()
     out = {}
-    for service in ("s3", "sqs", "sns", "autoscaling"):
+    for service in ("s3", "sqs", "sns", "autoscaling", "cloudformation", "secretsmanager"):
         model = session.get_service_model(service)
         out[service] = {xform_name(op): op for op in model.operation_names}
     return out
@@ -688,6 +702,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def moto_server(env: dict[str, str] | None = None):
+    """A moto server on a free port for the block; yields its endpoint."""
+    moto = VENV_BIN / "moto_server"
+    if not moto.exists():
+        raise CheckFailed(f"{moto} is missing: run scripts/install-deps.sh")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                                  env={**os.environ, **(env or {})})
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise CheckFailed("moto did not start", log.read().decode(errors="replace").splitlines()[-10:])
+                    time.sleep(0.2)
+            yield endpoint
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
 def check_queue_init(args, tpl) -> str:
     job_id, job, dlq_id, dlq = queues(tpl)
     want_job = {
@@ -702,57 +748,33 @@ def check_queue_init(args, tpl) -> str:
     if not os.access(binary, os.X_OK):
         raise CheckFailed(f"the vidworker binary {binary} is missing: build it (cargo build -p vidworker) "
                           "or point VIDWORKER_BIN at one")
-    moto = VENV_BIN / "moto_server"
-    if not moto.exists():
-        raise CheckFailed(f"{moto} is missing: run scripts/install-deps.sh")
     import boto3
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise CheckFailed("moto did not start", log.read().decode(errors="replace").splitlines()[-10:])
-                    time.sleep(0.2)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-            env.update(
-                SQS_QUEUE_URL=f"{endpoint}/123456789012/vidworker-jobs",
-                S3_BUCKET="check-bucket",
-                AWS_ENDPOINT_URL=endpoint,
-                AWS_REGION="us-east-1",
-                AWS_ACCESS_KEY_ID="test",
-                AWS_SECRET_ACCESS_KEY="test",
-                LOG_FORMAT="text",
-            )
-            # The visibility timeout is left to the binary's default on
-            # purpose: the comparison is with what the worker assumes.
-            cmd = [str(binary), "queue-init", "--max-receive-count", str(want_job["maxReceiveCount"])]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-            if res.returncode != 0:
-                raise CheckFailed(f"{' '.join(cmd)} exited {res.returncode}", (res.stdout + res.stderr).splitlines()[-10:])
-            sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
-                               aws_access_key_id="test", aws_secret_access_key="test")
-            def attrs(name):
-                url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    with moto_server() as endpoint:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            SQS_QUEUE_URL=f"{endpoint}/123456789012/vidworker-jobs",
+            S3_BUCKET="check-bucket",
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_REGION="us-east-1",
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            LOG_FORMAT="text",
+        )
+        # The visibility timeout is left to the binary's default on
+        # purpose: the comparison is with what the worker assumes.
+        cmd = [str(binary), "queue-init", "--max-receive-count", str(want_job["maxReceiveCount"])]
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise CheckFailed(f"{' '.join(cmd)} exited {res.returncode}", (res.stdout + res.stderr).splitlines()[-10:])
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        def attrs(name):
+            url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
 
-            a = attrs("vidworker-jobs")
-            d = attrs("vidworker-jobs-dlq")
-        finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        a = attrs("vidworker-jobs")
+        d = attrs("vidworker-jobs-dlq")
     got_job = {
         "VisibilityTimeout": int(a["VisibilityTimeout"]),
         "MessageRetentionPeriod": int(a["MessageRetentionPeriod"]),
@@ -879,22 +901,27 @@ def check_embedded(args, tpl) -> str:
                 problems.append(f"user-data.sh:{n}: a dollar-brace outside the CloudFormation block: {line.strip()}")
             elif not (var.startswith("AWS::") or var.split(".")[0] in known):
                 problems.append(f"user-data.sh:{n}: Fn::Sub has no value for {var}")
-    unit = UNIT.read_text()
-    units = [body for opener, body in heredocs(script) if "vidworker.service" in opener]
-    if len(units) != 1:
-        problems.append(f"user-data.sh should write vidworker.service from one heredoc, found {len(units)}")
-    elif units[0] != unit:
-        problems.append("the unit in user-data.sh differs from deploy/vidworker.service:")
-        problems.extend(list(difflib.unified_diff(unit.splitlines(), units[0].splitlines(),
-                                                  "deploy/vidworker.service", "user-data.sh heredoc",
-                                                  lineterm="", n=1))[:40])
+    # The units come with the package: the user data writes none, and runs
+    # the binary the units run.
+    written = [opener for opener, _ in heredocs(script) if ".service" in opener]
+    if written:
+        problems.append(f"user-data.sh writes a unit ({written}); the package ships them")
+    exec_bin = unit_settings(UNIT.read_text()).get("ExecStart", "").split()[0]
+    if f"BIN={exec_bin}" not in script:
+        problems.append(f"user-data.sh's BIN is not the unit's binary {exec_bin}")
+    release = (ROOT / "scripts" / "release.sh").read_text()
+    packaged = re.search(r"^for unit in (.*); do$", release, re.M)
+    missing = sorted({u.name for u in UNITS} - set(packaged.group(1).split() if packaged else []))
+    if missing:
+        problems.append(f"scripts/release.sh does not package {', '.join(missing)} (its `for unit in ...` loop)")
     size = len(script.encode()) + len(sub_assignments(script)) * SUB_VALUE_ALLOWANCE
     if size > USER_DATA_LIMIT:
         problems.append(f"user data would be about {size} bytes, over EC2's {USER_DATA_LIMIT}")
     if problems:
-        raise CheckFailed("user data, template and unit are out of step", problems)
+        raise CheckFailed("user data, template, units and package are out of step", problems)
     return (f"user-data.sh = the template's user data ({len(script.encode())} bytes, "
-            f"{len(sub_assignments(script))} Fn::Sub values); its unit = vidworker.service")
+            f"{len(sub_assignments(script))} Fn::Sub values); it runs {exec_bin}, the units' binary, "
+            f"which the package ships with {', '.join(u.name for u in UNITS)}")
 
 
 def need_tool(name: str, package: str) -> str:
@@ -906,16 +933,17 @@ def need_tool(name: str, package: str) -> str:
 
 def check_systemd(args, tpl) -> str:
     tool = need_tool("systemd-analyze", "systemd")
-    res = subprocess.run([tool, "verify", str(UNIT)], capture_output=True, text=True)
+    res = subprocess.run([tool, "verify", *map(str, UNITS)], capture_output=True, text=True)
     # The one acceptable complaint: the binary is not installed on this machine.
     exec_start = unit_settings(UNIT.read_text()).get("ExecStart", "").split()[0]
-    tolerated = re.compile(rf"^{re.escape(UNIT.name)}: Command {re.escape(exec_start)} is not executable: "
+    names = "|".join(re.escape(u.name) for u in UNITS)
+    tolerated = re.compile(rf"^({names}): Command {re.escape(exec_start)} is not executable: "
                            r"No such file or directory$")
     lines = [l for l in (res.stdout + res.stderr).splitlines() if l.strip()]
     others = [l for l in lines if not tolerated.match(l)]
     if others or (res.returncode != 0 and not lines):
         raise CheckFailed(f"systemd-analyze verify exited {res.returncode}", others)
-    return "clean" + (f" (but for: {exec_start} is not installed here)" if lines else "")
+    return f"{', '.join(u.name for u in UNITS)} clean" + (f" (but for: {exec_start} is not installed here)" if lines else "")
 
 
 def check_shellcheck(args, tpl) -> str:
@@ -925,6 +953,29 @@ def check_shellcheck(args, tpl) -> str:
         raise CheckFailed(f"shellcheck exited {res.returncode}", (res.stdout + res.stderr).splitlines())
     version = re.search(r"version: (\S+)", subprocess.run([tool, "--version"], capture_output=True, text=True).stdout)
     return f"deploy/user-data.sh clean (shellcheck {version.group(1) if version else '?'})"
+
+
+def check_boot_fetch(args, tpl) -> str:
+    """The set-up script's S3 download, against moto with IAM enforced
+    (deploy/boot.py)."""
+    if not shutil.which("curl"):
+        raise CheckFailed("curl is missing (apt install curl)")
+    try:
+        with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": str(boot.FREE_CALLS)}) as endpoint:
+            return boot.check_package_fetch(endpoint)
+    except boot.Failed as e:
+        raise CheckFailed(str(e), e.details) from None
+
+
+def check_cloudwatch(args, tpl) -> str:
+    """The CloudWatch agent's configuration against its schema, and every
+    metric the agent, the dashboard and the alarms name against what the
+    worker exports and this template's resources (deploy/cloudwatch.py)."""
+    script = USER_DATA.read_text()
+    try:
+        return cloudwatch.validate(plain(tpl), script, heredocs(script), sub_assignments(script))
+    except cloudwatch.Problems as e:
+        raise CheckFailed(e.summary(), e.problems if len(e.problems) > 1 else []) from None
 
 
 CHECKS = [
@@ -939,6 +990,8 @@ CHECKS = [
     ("user data / template / unit in sync", check_embedded),
     ("systemd-analyze verify", check_systemd),
     ("shellcheck", check_shellcheck),
+    ("CloudWatch agent, dashboard and alarms", check_cloudwatch),
+    ("user data's package download (curl SigV4, moto IAM)", check_boot_fetch),
     ("queues vs queue-init", check_queue_init),
 ]
 

@@ -26,6 +26,9 @@ CFN_LINT_VERSION=1.58.0
 SELENIUM_VERSION=4.51.0
 # Parses the HLS playlists the renditions tests write, as a player would.
 M3U8_VERSION=6.0.0
+# Validates the CloudWatch agent's configuration against the agent's own
+# schema (deploy/check.py, deploy/cloudwatch.py).
+JSONSCHEMA_VERSION=4.26.0
 PIP_REQUIREMENTS=(
     "moto[s3,sqs,sns]==$MOTO_VERSION"
     "flask==$FLASK_VERSION"
@@ -34,6 +37,7 @@ PIP_REQUIREMENTS=(
     "cfn-lint==$CFN_LINT_VERSION"
     "selenium==$SELENIUM_VERSION"
     "m3u8==$M3U8_VERSION"
+    "jsonschema==$JSONSCHEMA_VERSION"
 )
 # hls.js, the player the HLS browser test drives: the npm registry's
 # tarball, checked against the registry's integrity hash.
@@ -49,6 +53,8 @@ APT_PACKAGES=(
     python3-venv
     openssl
     shellcheck
+    man-db
+    dpkg-dev
     systemd
     chromium
     chromium-driver
@@ -98,12 +104,12 @@ else
     PYTHON="$(command -v python3)"
 fi
 
-want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION m3u8=$M3U8_VERSION"
+want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION m3u8=$M3U8_VERSION jsonschema=$JSONSCHEMA_VERSION"
 have=""
 if [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/python" ]]; then
     have="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
 from importlib.metadata import version
-print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')} m3u8={version('m3u8')}")
+print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')} m3u8={version('m3u8')} jsonschema={version('jsonschema')}")
 EOF
 )"
 fi

@@ -12,9 +12,11 @@ mod binary;
 
 mod chaos;
 mod cli;
+mod cloudwatch;
 mod events;
 mod isolation;
 mod kills;
+mod package;
 mod production;
 mod shutdown;
 mod startup;

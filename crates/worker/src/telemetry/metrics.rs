@@ -2,6 +2,7 @@
 //! recorder): what `/metrics` serves. [`super::Event::emit`] and the
 //! observation methods of [`super::Stats`] update them.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::failure::FailureClass;
 
 /// A job's end, and the kind of failure (`none` when it did not fail).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +77,9 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in a job's order.
+    const ALL: [Stage; 4] = [Stage::Download, Stage::Transcode, Stage::Upload, Stage::Record];
+
     fn label(self) -> &'static str {
         match self {
             Stage::Download => "download",
@@ -84,11 +90,23 @@ impl Stage {
     }
 }
 
+/// The reconciler's repairs, the `action` label of `vidworker_reconciled`.
+const RECONCILE_ACTIONS: [&str; 4] = ["resent", "returned", "stranded", "abandoned"];
+
+/// The services a job waits out an outage of (`JobError::service`), the
+/// `service` label of `vidworker_outage_waits`.
+const OUTAGE_SERVICES: [&str; 3] = ["database", "s3", "sqs"];
+
 /// Every metric family, cheap to clone (they share their values).
 #[derive(Clone, Debug)]
 pub(crate) struct Metrics {
     pub jobs: Family<JobLabels, Counter>,
     pub stage_seconds: Family<StageLabels, Histogram>,
+    /// The histogram's sum and count again, as counters: the CloudWatch
+    /// agent drops histograms (deploy/cloudwatch.py), so its dashboard
+    /// divides these instead.
+    pub stage_seconds_total: Family<StageLabels, Counter<f64, AtomicU64>>,
+    pub stage_runs: Family<StageLabels, Counter>,
     pub in_flight: Gauge,
     pub free_slots: Gauge,
     pub visibility_extensions: Family<ResultLabels, Counter>,
@@ -104,9 +122,11 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let metrics = Metrics {
             jobs: Family::default(),
             stage_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.05, 2.0, 14))),
+            stage_seconds_total: Family::default(),
+            stage_runs: Family::default(),
             in_flight: Gauge::default(),
             free_slots: Gauge::default(),
             visibility_extensions: Family::default(),
@@ -118,11 +138,78 @@ impl Default for Metrics {
             reconciled: Family::default(),
             publish_failures: Family::default(),
             sandbox: Family::default(),
-        }
+        };
+        metrics.create_known_series();
+        metrics
     }
 }
 
 impl Metrics {
+    /// Creates, at 0, the series of every label value known in advance, so
+    /// that every family is in `/metrics` from the start. A missing series
+    /// is invisible to a scraper until it first counts, and the CloudWatch
+    /// agent sends a counter's change between two scrapes: nothing for the
+    /// first scrape that shows a series, so a series born at 1 (the first
+    /// stranded video, which an alarm waits for) would never arrive.
+    /// `vidworker_jobs` is left out: its outcome and kind pairs are many,
+    /// and its first job comes soon.
+    fn create_known_series(&self) {
+        for stage in Stage::ALL {
+            let labels = StageLabels {
+                stage: stage.label().to_owned(),
+            };
+            self.stage_seconds_total.get_or_create(&labels).inc_by(0.0);
+            self.stage_runs.get_or_create(&labels).inc_by(0);
+        }
+        for action in RECONCILE_ACTIONS {
+            let labels = ActionLabels {
+                action: action.to_owned(),
+            };
+            self.reconciled.get_or_create(&labels).inc_by(0);
+        }
+        for result in ["ok", "failed"] {
+            let labels = ResultLabels {
+                result: result.to_owned(),
+            };
+            self.visibility_extensions.get_or_create(&labels).inc_by(0);
+        }
+        for service in OUTAGE_SERVICES {
+            let labels = ServiceLabels {
+                service: service.to_owned(),
+            };
+            self.outage_waits.get_or_create(&labels).inc_by(0);
+        }
+        for class in [FailureClass::Outage, FailureClass::Configuration] {
+            let labels = ClassLabels {
+                class: class.as_str().to_owned(),
+            };
+            self.publish_failures.get_or_create(&labels).inc_by(0);
+        }
+    }
+
+    /// The stage families: the histogram, and its sum and count again as
+    /// counters for collectors that drop histograms (the CloudWatch agent).
+    fn register_stages(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "stage_duration",
+            "Time spent in each stage of a job",
+            Unit::Seconds,
+            self.stage_seconds.clone(),
+        );
+        r.register_with_unit(
+            "stage",
+            "Time spent in each stage, all jobs together (stage_duration's sum, as a counter for collectors that \
+             drop histograms)",
+            Unit::Seconds,
+            self.stage_seconds_total.clone(),
+        );
+        r.register(
+            "stage_runs",
+            "Stages run, by stage (stage_duration's count, as a counter for collectors that drop histograms)",
+            self.stage_runs.clone(),
+        );
+    }
+
     /// A registry with every family, named `vidworker_*`.
     pub(crate) fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("vidworker");
@@ -132,12 +219,7 @@ impl Metrics {
              dead_lettered) and the kind of failure",
             self.jobs.clone(),
         );
-        r.register_with_unit(
-            "stage_duration",
-            "Time spent in each stage of a job",
-            Unit::Seconds,
-            self.stage_seconds.clone(),
-        );
+        self.register_stages(&mut r);
         r.register("jobs_in_flight", "Jobs running now", self.in_flight.clone());
         r.register(
             "job_slots_free",
@@ -213,11 +295,14 @@ impl Metrics {
     }
 
     pub(crate) fn stage(&self, stage: Stage, took: Duration) {
-        self.stage_seconds
-            .get_or_create(&StageLabels {
-                stage: stage.label().to_owned(),
-            })
-            .observe(took.as_secs_f64());
+        let labels = StageLabels {
+            stage: stage.label().to_owned(),
+        };
+        self.stage_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+        self.stage_seconds_total
+            .get_or_create(&labels)
+            .inc_by(took.as_secs_f64());
+        self.stage_runs.get_or_create(&labels).inc();
     }
 
     pub(crate) fn visibility_extension(&self, ok: bool) {
