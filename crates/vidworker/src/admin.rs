@@ -156,7 +156,7 @@ fn table(rows: &[VideoRow]) -> String {
             length,
             bytes(r.original_bytes),
             bytes(r.processed_bytes),
-            r.updated_at.format("%Y-%m-%d %H:%M:%S"),
+            listed_time(r.updated_at),
             error
         ));
     }
@@ -174,10 +174,18 @@ fn phase(r: &VideoRow) -> String {
     }
 }
 
+/// A time in the listing: `2026-12-06 13:00:00` (UTC).
+fn listed_time(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    at.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
+}
+
 /// One row in full.
 fn details(r: &VideoRow) -> String {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| opt(t.map(|t| t.to_rfc3339()));
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let time = |t: Option<time::OffsetDateTime>| opt(t.and_then(|t| t.format(rfc3339).ok()));
     let rows = [
         ("id", r.id.to_string()),
         ("status", r.status.to_string()),
@@ -198,8 +206,8 @@ fn details(r: &VideoRow) -> String {
                 None => r.resends.to_string(),
             },
         ),
-        ("created", r.created_at.to_rfc3339()),
-        ("updated", r.updated_at.to_rfc3339()),
+        ("created", time(Some(r.created_at))),
+        ("updated", time(Some(r.updated_at))),
         ("started", time(r.processing_started_at)),
         ("processed", time(r.processed_at)),
         ("event id", opt(r.event_id.map(|id| id.to_string()))),

@@ -344,14 +344,16 @@ impl DbArgs {
         if self.database_call_timeout == 0 {
             anyhow::bail!("DATABASE_CALL_TIMEOUT must be at least 1 s");
         }
-        let db = match (&self.database_secret_arn, &self.database_url) {
+        // An empty variable (`DATABASE_URL=` in an env file) is no value.
+        let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let db = match (given(&self.database_secret_arn), given(&self.database_url)) {
             (Some(arn), base) => {
                 let clients = Clients::from_env(None, None).await;
-                let secret = DatabaseSecret::new(clients.secrets.clone(), arn, base.clone());
+                let secret = DatabaseSecret::new(clients.secrets.clone(), arn, base);
                 Db::connect_with_secret(secret, max_connections).await?
             }
-            (None, Some(url)) => Db::connect_lazy(url, max_connections)?,
-            (None, None) => anyhow::bail!("set DATABASE_URL or DATABASE_SECRET_ARN"),
+            (None, Some(url)) => Db::connect_lazy(&url, max_connections)?,
+            (None, None) => anyhow::bail!("DATABASE_URL is not set (nor DATABASE_SECRET_ARN)"),
         };
         // The label keeps sslmode and sslrootcert (only a password is hidden).
         if let Tls::Unverified { sslmode } = worker::db::tls_of(db.label()) {

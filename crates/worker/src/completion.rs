@@ -206,6 +206,16 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// An event's `time`: RFC 3339 in UTC with milliseconds,
+/// `2026-12-06T13:00:00.123Z`, the published schema's form.
+fn event_time(at: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
 impl Completion {
     /// The event of a row's recorded outcome in schema `version` (1 or 2);
     /// `None` unless the row is processed or failed with an event id.
@@ -217,7 +227,7 @@ impl Completion {
             id,
             kind,
             video_id: row.id,
-            time: row.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: event_time(row.updated_at),
             attempts: row.attempts,
             rendition: None,
             poster: None,
@@ -241,10 +251,7 @@ impl Completion {
                     width: row.source_width,
                     height: row.source_height,
                 }),
-                time: row
-                    .processed_at
-                    .unwrap_or(row.updated_at)
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                time: event_time(row.processed_at.unwrap_or(row.updated_at)),
                 outputs: row.outputs.clone().filter(|_| v2),
                 cost: row.cost.clone().filter(|_| v2),
                 ..base("video.processed")
@@ -331,8 +338,8 @@ impl Publisher {
     /// ([`crate::db::Db::record_published`]), or `None` when there was
     /// nothing to publish (or events go nowhere).
     pub async fn publish_outbox(&self, row: &VideoRow) -> Result<Option<Uuid>, PublishError> {
-        let horizon = chrono::Duration::from_std(OUTBOX_HORIZON).unwrap_or(chrono::Duration::MAX);
-        let pending = row.event_published_at.is_none() && chrono::Utc::now() - row.updated_at < horizon;
+        let horizon = time::Duration::try_from(OUTBOX_HORIZON).unwrap_or(time::Duration::MAX);
+        let pending = row.event_published_at.is_none() && time::OffsetDateTime::now_utc() - row.updated_at < horizon;
         let Some(event) = Completion::of(row, self.version()).filter(|_| self.is_enabled() && pending) else {
             return Ok(None);
         };
@@ -390,5 +397,18 @@ impl Publisher {
         }
         tracing::info!(event = "announced", kind = event.kind, video_id = %event.video_id, event_id = %event.id, "published the completion event");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_are_utc_with_milliseconds() {
+        let at = time::macros::datetime!(2026-12-06 13:00:05.123_456 +02:00);
+        assert_eq!(event_time(at), "2026-12-06T11:00:05.123Z");
+        let whole = time::macros::datetime!(2026-01-02 03:04:05 UTC);
+        assert_eq!(event_time(whole), "2026-01-02T03:04:05.000Z");
     }
 }

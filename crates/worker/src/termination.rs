@@ -294,10 +294,10 @@ fn spot_deadline(body: &str, now: SystemTime) -> Option<Instant> {
     if !matches!(notice["action"].as_str(), Some("terminate" | "stop" | "hibernate")) {
         return None;
     }
-    let at: SystemTime = chrono::DateTime::parse_from_rfc3339(notice["time"].as_str()?)
-        .ok()?
-        .with_timezone(&chrono::Utc)
-        .into();
+    let at: SystemTime =
+        time::OffsetDateTime::parse(notice["time"].as_str()?, &time::format_description::well_known::Rfc3339)
+            .ok()?
+            .into();
     Some(Instant::now() + at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -308,7 +308,9 @@ mod tests {
     #[test]
     fn a_spot_notice_gives_its_deadline() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let at = chrono::DateTime::<chrono::Utc>::from(now + Duration::from_secs(120)).to_rfc3339();
+        let at = time::OffsetDateTime::from(now + Duration::from_secs(120))
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("format");
         let body = format!(r#"{{"action": "terminate", "time": "{at}"}}"#);
         let deadline = spot_deadline(&body, now).expect("a notice");
         let left = deadline.saturating_duration_since(Instant::now());

@@ -249,10 +249,12 @@ async fn check_reports_every_problem_on_its_own_line() {
     );
     assert!(out.ends_with("vidworker check: 3 problem(s)\n"), "{out}");
 
+    // An empty value, as an env file's `DATABASE_URL=`, is no value.
     let (code, out, _) = stack.command(&["check"], &[("DATABASE_URL", "")]);
     assert_eq!(code, Some(1));
-    assert_eq!(
-        out,
-        "FAIL settings: DATABASE_URL is not set (nor DATABASE_SECRET_ARN) (--database-url)\nvidworker check: 1 problem(s)\n"
+    assert!(
+        out.starts_with("FAIL settings: DATABASE_URL is not set (nor DATABASE_SECRET_ARN)")
+            && out.ends_with("\nvidworker check: 1 problem(s)\n"),
+        "{out}"
     );
 }

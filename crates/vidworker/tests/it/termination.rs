@@ -189,12 +189,15 @@ async fn a_spot_notice_hands_back_what_cannot_finish_in_time() {
     stack.wait_status(id, Status::Processing, LIMIT).await;
 
     // Reclaimed in 5 s: too soon to finish, so the job is handed back.
-    let at = chrono::DateTime::<chrono::Utc>::from(SystemTime::now() + Duration::from_secs(5));
+    let at = time::OffsetDateTime::from(SystemTime::now() + Duration::from_secs(5))
+        .replace_nanosecond(0)
+        .expect("whole seconds");
     stub.post(
         "/__stub/spot",
         &format!(
             r#"{{"action": "terminate", "time": "{}"}}"#,
-            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            at.format(&time::format_description::well_known::Rfc3339)
+                .expect("format")
         ),
     );
     let took = tokio::task::block_in_place(|| wait_notice(&worker, Instant::now()));

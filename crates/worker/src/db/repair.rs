@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::Row;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::row::select_row;
@@ -28,7 +28,7 @@ pub struct StrandedFacts {
     pub after: Duration,
     /// When the job queue was last seen empty (nothing visible, in flight
     /// or delayed), if ever: a message sent before then is gone.
-    pub queue_empty_at: Option<DateTime<Utc>>,
+    pub queue_empty_at: Option<OffsetDateTime>,
     /// The queue's message retention: a message older than that expired.
     pub retention: Duration,
 }
@@ -39,7 +39,7 @@ pub struct Stranded {
     /// The video.
     pub id: Uuid,
     /// Its `updated_at` as seen: the repair applies only if it is unchanged.
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: OffsetDateTime,
     /// Re-sends so far.
     pub resends: i32,
     /// The row's generation, for the message sent again.
@@ -101,7 +101,7 @@ impl Db {
 
     /// Counts a re-send of a stranded video, if the row is still as seen
     /// (so two reconcilers never both re-send it).
-    pub async fn note_resend(&self, id: Uuid, seen: DateTime<Utc>, reason: &str) -> Result<bool, DbError> {
+    pub async fn note_resend(&self, id: Uuid, seen: OffsetDateTime, reason: &str) -> Result<bool, DbError> {
         let done = self
             .with_deadline(
                 "note a re-send",
@@ -122,7 +122,7 @@ impl Db {
 
     /// Fails a stranded video that was re-sent as often as allowed, if the
     /// row is still as seen.
-    pub async fn fail_stranded(&self, id: Uuid, seen: DateTime<Utc>, reason: &str) -> Result<bool, DbError> {
+    pub async fn fail_stranded(&self, id: Uuid, seen: OffsetDateTime, reason: &str) -> Result<bool, DbError> {
         let done = self
             .with_deadline(
                 "fail a stranded video",
@@ -300,8 +300,8 @@ impl Db {
     }
 
     /// When the job queue was last seen empty, if ever.
-    pub async fn queue_empty_at(&self) -> Result<Option<DateTime<Utc>>, DbError> {
-        let at: Option<Option<DateTime<Utc>>> = self
+    pub async fn queue_empty_at(&self) -> Result<Option<OffsetDateTime>, DbError> {
+        let at: Option<Option<OffsetDateTime>> = self
             .with_deadline(
                 "read when the queue was empty",
                 sqlx::query_scalar("SELECT queue_empty_at FROM reconciler_lease WHERE name = $1")

@@ -3,7 +3,7 @@
 //! constraints restrict to the same names. No state is written as a string
 //! literal anywhere else: statements bind these enums.
 
-use chrono::{DateTime, Utc};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::failure::FailureKind;
@@ -124,17 +124,17 @@ pub struct VideoRow {
     /// Attempts so far.
     pub attempts: i32,
     /// When the row was inserted.
-    pub created_at: DateTime<Utc>,
+    pub created_at: OffsetDateTime,
     /// Last change.
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: OffsetDateTime,
     /// When the last attempt started.
-    pub processing_started_at: Option<DateTime<Utc>>,
+    pub processing_started_at: Option<OffsetDateTime>,
     /// When it was processed.
-    pub processed_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<OffsetDateTime>,
     /// Who holds the claim.
     pub claimed_by: Option<String>,
     /// Until when.
-    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<OffsetDateTime>,
     /// Declared duration of the original.
     pub source_duration_seconds: Option<f64>,
     /// Display width of the original.
@@ -158,7 +158,7 @@ pub struct VideoRow {
     /// Messages re-sent by the reconciler.
     pub resends: i32,
     /// When the last one was.
-    pub resent_at: Option<DateTime<Utc>>,
+    pub resent_at: Option<OffsetDateTime>,
     /// Why.
     pub resend_reason: Option<String>,
     /// Where the poster is.
@@ -170,7 +170,7 @@ pub struct VideoRow {
     /// The id of the recorded outcome's completion event.
     pub event_id: Option<Uuid>,
     /// When that event was published (the outbox), if it was.
-    pub event_published_at: Option<DateTime<Utc>>,
+    pub event_published_at: Option<OffsetDateTime>,
     /// Bumped by each operator's requeue; carried by its messages.
     pub generation: i32,
     /// The current claim's fencing token, while processing.

@@ -28,7 +28,7 @@ async fn a_job_longer_than_the_visibility_timeout_is_made_once() {
     assert_eq!(row.attempts, 1, "claimed once");
     let taken = row.processed_at.expect("end") - row.processing_started_at.expect("start");
     assert!(
-        taken > chrono::Duration::seconds(2),
+        taken > time::Duration::seconds(2),
         "the job outlived the timeout ({taken})"
     );
     assert_eq!(a.processed.load(Relaxed) + b.processed.load(Relaxed), 1);

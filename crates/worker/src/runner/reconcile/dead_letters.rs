@@ -252,7 +252,7 @@ mod tests {
     use crate::db::{FailureKind, Phase};
 
     fn row(status: Status, kind: Option<FailureKind>) -> VideoRow {
-        let now = chrono::Utc::now();
+        let now = time::OffsetDateTime::now_utc();
         VideoRow {
             id: Uuid::new_v4(),
             status,

@@ -129,7 +129,7 @@ impl ReconcileReport {
 pub(super) struct Resend {
     id: Uuid,
     /// The row's `updated_at` as seen: the re-send applies only if unchanged.
-    updated_at: chrono::DateTime<chrono::Utc>,
+    updated_at: time::OffsetDateTime,
     generation: i32,
     resends: i32,
 }
