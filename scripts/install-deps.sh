@@ -30,7 +30,7 @@ M3U8_VERSION=6.0.0
 # schema (deploy/check.py, deploy/cloudwatch.py).
 JSONSCHEMA_VERSION=4.26.0
 PIP_REQUIREMENTS=(
-    "moto[s3,sqs,sns]==$MOTO_VERSION"
+    "moto[s3,sqs,sns,cloudformation]==$MOTO_VERSION"
     "flask==$FLASK_VERSION"
     "flask-cors==$FLASK_CORS_VERSION"
     "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
@@ -104,12 +104,18 @@ else
     PYTHON="$(command -v python3)"
 fi
 
-want="moto=$MOTO_VERSION flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION m3u8=$M3U8_VERSION jsonschema=$JSONSCHEMA_VERSION"
+# moto's CloudFormation needs its extra's packages (the stack deploy test).
+want="moto=$MOTO_VERSION moto-cloudformation=yes flask=$FLASK_VERSION flask-cors=$FLASK_CORS_VERSION prometheus-client=$PROMETHEUS_CLIENT_VERSION cfn-lint=$CFN_LINT_VERSION selenium=$SELENIUM_VERSION m3u8=$M3U8_VERSION jsonschema=$JSONSCHEMA_VERSION"
 have=""
 if [[ -x "$VENV/bin/moto_server" && -x "$VENV/bin/python" ]]; then
     have="$("$VENV/bin/python" - <<'EOF' 2>/dev/null || true
-from importlib.metadata import version
-print(f"moto={version('moto')} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')} m3u8={version('m3u8')} jsonschema={version('jsonschema')}")
+from importlib.metadata import version, PackageNotFoundError
+try:
+    version('openapi-spec-validator')
+    cfn = 'yes'
+except PackageNotFoundError:
+    cfn = 'no'
+print(f"moto={version('moto')} moto-cloudformation={cfn} flask={version('flask')} flask-cors={version('flask-cors')} prometheus-client={version('prometheus-client')} cfn-lint={version('cfn-lint')} selenium={version('selenium')} m3u8={version('m3u8')} jsonschema={version('jsonschema')}")
 EOF
 )"
 fi

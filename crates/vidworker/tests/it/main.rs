@@ -19,5 +19,6 @@ mod kills;
 mod package;
 mod production;
 mod shutdown;
+mod stack_deploy;
 mod startup;
 mod termination;
