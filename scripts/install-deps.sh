@@ -44,6 +44,9 @@ PIP_REQUIREMENTS=(
 HLSJS_VERSION=1.6.19
 HLSJS_INTEGRITY=sha512-A//aZeaAgM5rgUCbTURD4gkfyw5Uag2/4Jky7CfDOukL/DN+P5DjbgK2BYteyP3/KnCkPfkGVkbLxQG2T0AbUQ==
 
+# What enters the build: licences, banned crates, sources (deny.toml).
+CARGO_DENY_VERSION=0.20.2
+
 APT_PACKAGES=(
     libavcodec-dev libavformat-dev libavfilter-dev
     libswscale-dev libswresample-dev libavutil-dev
@@ -163,6 +166,15 @@ fi
 # --- Rust -----------------------------------------------------------------
 if command -v cargo >/dev/null 2>&1; then
     step "rust: $(cargo --version)"
+    # cargo-deny checks what enters the build (deny.toml). Built from
+    # crates.io once per machine (about 3 minutes on 2 cores): PyPI's
+    # prebuilt 0.14 panics on this lockfile, and nothing else ships it.
+    if [[ "$(cargo deny --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; then
+        step "cargo-deny: $CARGO_DENY_VERSION"
+    else
+        step "cargo-deny: building $CARGO_DENY_VERSION from crates.io"
+        cargo install --locked --quiet --no-default-features cargo-deny --version "$CARGO_DENY_VERSION"
+    fi
 else
     step "rust: cargo not found on PATH; install Rust (rustup) 1.94.1 or newer"
 fi

@@ -17,6 +17,19 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> scripts/lint.py (clippy: rustc warnings, correctness and suspicious fail)"
 python3 scripts/lint.py
+echo "==> cargo deny (deny.toml: licences, bans, sources)"
+cargo deny --offline check licenses bans sources
+# Advisories need RustSec's database, cloned from github.com: where that is
+# unreachable (these CI machines reach only the package registries), say so.
+if advisories="$(cargo deny check advisories 2>&1)"; then
+    echo "==> cargo deny check advisories: ok"
+elif grep -q "failed to fetch advisory database" <<<"$advisories"; then
+    echo "==> cargo deny check advisories: SKIPPED, the RustSec database cannot be fetched here:"
+    grep -m1 "fatal:\|Could not resolve" <<<"$advisories" || true
+else
+    echo "$advisories"
+    exit 1
+fi
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
 echo "==> deploy/check.py (the AWS template and unit against the code)"
