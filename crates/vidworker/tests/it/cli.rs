@@ -220,15 +220,7 @@ async fn check_reports_every_problem_on_its_own_line() {
     }
     assert!(out.contains("every migration of this release applied"), "{out}");
     assert!(out.contains("an upload to processed/ started and aborted"), "{out}");
-    let uploads = stack
-        .clients
-        .s3
-        .list_multipart_uploads()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("list uploads");
-    assert!(uploads.uploads().is_empty(), "the check leaves no upload behind");
+    assert_eq!(stack.open_uploads().await, 0, "the check leaves no upload behind");
 
     stack.sql("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)");
     let (code, out, _) = stack.command(&["check"], &[("S3_BUCKET", "no-such-bucket"), ("MAX_ATTEMPTS", "9")]);

@@ -205,15 +205,7 @@ async fn a_cancelled_multipart_upload_is_aborted() {
     assert!(tokio::time::timeout(Duration::from_secs(3), upload).await.is_err());
     stack
         .wait_for(Duration::from_secs(30), "the multipart upload aborted", || async {
-            let uploads = stack
-                .clients
-                .s3
-                .list_multipart_uploads()
-                .bucket(BUCKET)
-                .send()
-                .await
-                .expect("list");
-            uploads.uploads().is_empty().then_some(())
+            (stack.open_uploads().await == 0).then_some(())
         })
         .await;
     proxy.clear().expect("clear");

@@ -428,6 +428,20 @@ impl Stack {
         a + b + c
     }
 
+    /// Multipart uploads started in the bucket and neither completed nor
+    /// aborted.
+    pub async fn open_uploads(&self) -> usize {
+        let listed = self
+            .clients
+            .s3
+            .list_multipart_uploads()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        listed.uploads().len()
+    }
+
     /// Receives everything in the dead-letter queue: (body, attributes).
     pub async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
         let out = self
