@@ -270,6 +270,9 @@ chmod 0600 "$CONF/env.new"
 mv "$CONF/env.new" "$CONF/env"
 
 log "checking the settings and the services"
+# WORKER_TEMP_DIR: the unit's StateDirectory, which systemd makes only when
+# the unit starts; the check writes a file there first.
+install -d -m 0700 -o vidworker -g vidworker /var/lib/vidworker
 "$BIN" check --env-file "$CONF/env"
 
 log "starting vidworker"
