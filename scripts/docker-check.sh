@@ -129,6 +129,7 @@ pass "docker stop -t $STOP_TIMEOUT: the running job finished (stop took ${stop_s
 rm -f "$envfile"
 
 step "docker/compose.yaml"
+command -v docker-compose >/dev/null || fail "docker-compose is missing (apt install docker-compose)"
 docker-compose -f docker/compose.yaml config -q || fail "docker-compose rejects docker/compose.yaml"
 config="$(docker-compose -f docker/compose.yaml config)"
 for want in "stop_grace_period: 105s" "S3_BUCKET: $S3_BUCKET" "SQS_QUEUE_URL: http://moto:5000/123456789012/vidworker-jobs"; do
