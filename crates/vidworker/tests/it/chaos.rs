@@ -318,8 +318,7 @@ async fn a_fleet_under_random_faults_loses_nothing_and_repeats_nothing() {
             Some(&fleet.topic),
             None,
         ));
-    // A worker the faults killed may still hold the fleet's reconciler
-    // lease: it expires within 30 s (three intervals, at least 30 s).
+    // A worker the faults killed may hold the reconciler lease for 30 s.
     stack
         .wait_for(Duration::from_secs(60), "the fleet's reconciler lease", || async {
             reconciler.run_once().await.expect("pass")
