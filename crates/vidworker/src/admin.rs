@@ -20,7 +20,7 @@ use crate::local::{human_bytes, print};
 
 /// `vidworker migrate`.
 pub async fn migrate(args: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = args.connect(1).await?;
+    let pool = args.connect(1, None).await?;
     let label = pool.label().to_owned();
     pool.migrate().await.with_context(|| format!("migrating {label}"))?;
     eprintln!("migrations applied to {label}");
@@ -55,7 +55,7 @@ pub async fn submit_files(
     let clients = aws.clients().await;
     let storage = Storage::new(clients.s3.clone(), &aws.bucket);
     let queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
-    let pool = db.connect(2).await?;
+    let pool = db.connect(2, Some(&clients)).await?;
     for file in files {
         let id = submit(file, &storage, &pool, &queue, originals_prefix).await?;
         print(&format!("{id}  {}\n", file.display()));
@@ -66,7 +66,7 @@ pub async fn submit_files(
 /// `vidworker status [ID]`: one row in full, or the newest rows and the
 /// count in each state.
 pub async fn status(id: Option<Uuid>, limit: i64, db: &DbArgs) -> anyhow::Result<ExitCode> {
-    let pool = db.connect(1).await?;
+    let pool = db.connect(1, None).await?;
     match id {
         Some(id) => match pool.get(id).await? {
             Some(row) => print(&details(&row)),

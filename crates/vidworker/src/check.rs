@@ -47,7 +47,7 @@ pub fn check(env_file: Option<&Path>) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_checks(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let runner = match crate::serve::runner(&args).await {
+    let runner = match crate::serve::runner(&args, &args.aws.clients().await).await {
         Ok(runner) => runner,
         Err(e) => {
             println!("FAIL settings: {e:#}");

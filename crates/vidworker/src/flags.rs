@@ -338,9 +338,10 @@ pub struct DbArgs {
 
 impl DbArgs {
     /// A pool of up to `max_connections` (its URL read from the secret,
-    /// when there is one), once the URL's TLS is safe, or said to be
-    /// insecure on purpose.
-    pub async fn connect(&self, max_connections: u32) -> anyhow::Result<Db> {
+    /// when there is one, through `clients`, or clients from the standard
+    /// AWS environment for commands that have none), once the URL's TLS is
+    /// safe, or said to be insecure on purpose.
+    pub async fn connect(&self, max_connections: u32, clients: Option<&Clients>) -> anyhow::Result<Db> {
         if self.database_call_timeout == 0 {
             anyhow::bail!("DATABASE_CALL_TIMEOUT must be at least 1 s");
         }
@@ -348,8 +349,11 @@ impl DbArgs {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let db = match (given(&self.database_secret_arn), given(&self.database_url)) {
             (Some(arn), base) => {
-                let clients = Clients::from_env(None, None).await;
-                let secret = DatabaseSecret::new(clients.secrets.clone(), arn, base);
+                let secrets = match clients {
+                    Some(clients) => clients.secrets.clone(),
+                    None => Clients::from_env(None, None).await.secrets,
+                };
+                let secret = DatabaseSecret::new(secrets, arn, base);
                 Db::connect_with_secret(secret, max_connections).await?
             }
             (None, Some(url)) => Db::connect_lazy(&url, max_connections)?,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use processor::RenditionSpec;
 use uuid::Uuid;
+use worker::aws::Clients;
 use worker::queue::Queue;
 use worker::runner::reconcile::{ReconcileSettings, Reconciler};
 use worker::telemetry::Stats;
@@ -16,17 +17,21 @@ use crate::local::print;
 
 /// A reconciler over the configured database and queue (its dead-letter
 /// queue found from the queue's redrive policy).
-async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> anyhow::Result<Reconciler> {
+async fn reconciler(
+    db: &DbArgs,
+    aws: &AwsArgs,
+    clients: &Clients,
+    worker: Option<&WorkerArgs>,
+) -> anyhow::Result<Reconciler> {
     let settings = match worker {
         Some(w) => w.to_settings(RenditionSpec::default())?,
         None => worker::config::WorkerSettings::default(),
     };
-    let clients = aws.clients().await;
     let mut queue = Queue::new(clients.sqs.clone(), &aws.queue_url);
     queue.inspect().await?;
-    let publisher = worker.map(|w| w.events.publisher(&clients)).unwrap_or_default();
+    let publisher = worker.map(|w| w.events.publisher(clients)).unwrap_or_default();
     Ok(Reconciler::new(
-        db.connect(2).await?,
+        db.connect(2, Some(clients)).await?,
         queue,
         ReconcileSettings::of(&settings),
         Arc::new(Stats::default()),
@@ -36,7 +41,11 @@ async fn reconciler(db: &DbArgs, aws: &AwsArgs, worker: Option<&WorkerArgs>) -> 
 
 /// `vidworker reconcile`: one pass, unless another reconciler is running.
 pub async fn reconcile(db: &DbArgs, aws: &AwsArgs, worker: &WorkerArgs) -> anyhow::Result<ExitCode> {
-    match reconciler(db, aws, Some(worker)).await?.run_once().await? {
+    match reconciler(db, aws, &aws.clients().await, Some(worker))
+        .await?
+        .run_once()
+        .await?
+    {
         Some(r) => print(&format!(
             "published {} events, re-sent {} stranded, failed {} stranded, returned {} abandoned, failed {} \
              abandoned, deleted {} and redrove {} dead letters\n",
@@ -55,7 +64,7 @@ pub async fn dlq(action: DlqAction, db: &DbArgs, aws: &AwsArgs) -> anyhow::Resul
     let Some(dlq_url) = queue.dead_letter_url().map(str::to_owned) else {
         anyhow::bail!("queue {} has no dead-letter queue (no redrive policy)", aws.queue_url);
     };
-    let reconciler = reconciler(db, aws, None).await?;
+    let reconciler = reconciler(db, aws, &clients, None).await?;
     match action {
         DlqAction::Stats => {
             let depth = Queue::new(clients.sqs.clone(), &dlq_url).depth().await?;
@@ -103,7 +112,7 @@ async fn redrive_when_free(
 
 /// `vidworker requeue ID…`.
 pub async fn requeue(ids: &[Uuid], db: &DbArgs, aws: &AwsArgs) -> anyhow::Result<ExitCode> {
-    let reconciler = reconciler(db, aws, None).await?;
+    let reconciler = reconciler(db, aws, &aws.clients().await, None).await?;
     let mut refused = 0;
     for id in ids {
         if reconciler.requeue(*id, "requeued by an operator").await? {

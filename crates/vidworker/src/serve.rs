@@ -18,7 +18,8 @@ use crate::flags::RunArgs;
 /// Checks the services, then takes jobs until the shutdown signal; running
 /// jobs drain within the grace period.
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let runner = runner(&args).await?;
+    let clients = args.aws.clients().await;
+    let runner = runner(&args, &clients).await?;
     if args.migrate {
         runner
             .db()
@@ -26,7 +27,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("migrating {}", runner.db().label()))?;
     }
-    let clients = args.aws.clients().await;
     let runner = runner.start().await.context("cannot start")?;
     let shutdown = Shutdown::new();
     shutdown.on_signals().context("installing signal handlers")?;
@@ -50,20 +50,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The worker `args` describe, not started (`run` starts it, `check`
-/// checks it).
-pub async fn runner(args: &RunArgs) -> anyhow::Result<Runner> {
+/// The worker `args` describe, on `clients` (made once per command from
+/// `args.aws`), not started (`run` starts it, `check` checks it).
+pub async fn runner(args: &RunArgs, clients: &Clients) -> anyhow::Result<Runner> {
     let spec = args.rendition.to_spec()?;
     let settings = args.worker.to_settings(spec)?;
-    let db = args.db.connect((settings.concurrency as u32 * 2).max(4)).await?;
-    let clients = args.aws.clients().await;
+    let db = args
+        .db
+        .connect((settings.concurrency as u32 * 2).max(4), Some(clients))
+        .await?;
     Ok(Runner::new(
         settings,
         db,
         Storage::new(clients.s3.clone(), &args.aws.bucket),
         Queue::new(clients.sqs.clone(), &args.aws.queue_url),
     )
-    .with_publisher(args.worker.events.publisher(&clients)))
+    .with_publisher(args.worker.events.publisher(clients)))
 }
 
 /// Off EC2, says so and returns `None`. On EC2, until `stopped`: protects
