@@ -3,8 +3,9 @@
 # `vidworker process` on a fixture inside the container, `vidworker run` in
 # the container against scripts/local-stack.sh (host network) processing a
 # job end to end, a `docker stop` that lets a running job drain, the
-# HEALTHCHECK, a non-root user, and docker/compose.yaml accepted by
-# docker-compose.
+# HEALTHCHECK, a non-root user, docker/compose.yaml accepted by
+# docker-compose, and the release package installed into a fresh Debian 12
+# container (scripts/deb-check.sh).
 #
 #   scripts/docker-check.sh
 #
@@ -151,4 +152,7 @@ found = any(
 sys.exit(0 if found else 1)' "$published" "$target" <<<"$config" || fail "compose lacks port $pair"
 done
 pass "docker-compose config accepts docker/compose.yaml; its names and ports match the local stack"
+
+step "the .deb of scripts/release.sh in a fresh Debian 12 container"
+scripts/deb-check.sh || fail "the package check (above)"
 echo "docker check passed"
