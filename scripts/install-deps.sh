@@ -61,6 +61,9 @@ APT_PACKAGES=(
     systemd
     chromium
     chromium-driver
+    # benches/make-vmaf.sh: libvmaf's SIMD code and built-in models.
+    nasm
+    xxd
 )
 
 step() { printf '==> %s\n' "$*"; }
