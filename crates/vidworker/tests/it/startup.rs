@@ -113,9 +113,13 @@ async fn an_asset_that_breaks_while_running_hands_jobs_back_and_turns_the_worker
         })
         .await;
     assert_eq!(row.status, Status::Pending, "never the video's fault: {row:?}");
-    let (status, body) = http_get(port, "/readyz");
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("configuration"), "{body}");
+    // Counted just after the row is settled, hence a wait, not a glance.
+    stack
+        .wait_for(LIMIT, "unready for the configuration", || async {
+            let (status, body) = http_get(port, "/readyz");
+            (status == 503 && body.contains("configuration")).then_some(())
+        })
+        .await;
     let (_, metrics) = http_get(port, "/metrics");
     assert!(
         metrics
@@ -131,7 +135,12 @@ async fn an_asset_that_breaks_while_running_hands_jobs_back_and_turns_the_worker
         (rows[0].status, rows[0].attempts - rows[0].interruptions),
         (Status::Processed, 1)
     );
-    assert_eq!(http_get(port, "/readyz").0, 200);
+    // Likewise the success: ready a moment after the row says processed.
+    stack
+        .wait_for(LIMIT, "ready again", || async {
+            (http_get(port, "/readyz").0 == 200).then_some(())
+        })
+        .await;
     worker.signal(Signal::TERM);
     assert_eq!(worker.wait(LIMIT), Some(0), "{}", worker.log_text());
     stack.check_invariants(&[first, second]).await;
