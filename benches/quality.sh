@@ -65,13 +65,12 @@ DEFAULT = [
     ("medium-23", "--preset medium --crf 23"),
     ("medium-21", "--preset medium --crf 21"),
     ("medium-25", "--preset medium --crf 25"),
-    ("fast-23", "--preset fast --crf 23"),
-    ("fast-22", "--preset fast --crf 22"),
-    ("fast-21", "--preset fast --crf 21"),
-    ("faster-23", "--preset faster --crf 23"),
-    ("faster-22", "--preset faster --crf 22"),
     ("faster-21", "--preset faster --crf 21"),
-    ("lite-23", "--preset medium --crf 23 --x264-params subme=6:ref=2:rc-lookahead=20"),
+    ("faster-22", "--preset faster --crf 22"),
+    ("faster-23", "--preset faster --crf 23"),
+    ("veryfast-21", "--preset veryfast --crf 21"),
+    ("fast-22", "--preset fast --crf 22"),
+    ("fasterplus-22", "--preset faster --crf 22 --x264-params ref=3:mixed-refs=1:weightp=2:rc-lookahead=30"),
 ]
 BASE = os.environ.get("QUALITY_FLAGS", "--maxrate 0").split()
 configs = [tuple(c.split("=", 1)) for c in wanted] or DEFAULT
