@@ -53,6 +53,8 @@ def vmaf(out, src, tool):
         r = subprocess.run([tool, "-r", ref, "-d", dis, "--threads", "1", "-q", "--json", "-o", log],
                            capture_output=True, text=True)
         for feed in feeds:
+            if r.returncode != 0:
+                feed.kill()  # else blocked for ever on a pipe nobody reads
             feed.wait()
         if r.returncode != 0:
             sys.exit(f"vmaf {out} against {src} failed: {r.stderr.strip()}")

@@ -79,7 +79,8 @@ pass "vidworker check exits $code: $(grep -c '^FAIL ' /tmp/check.out) FAIL line(
 su -s /bin/sh vidworker -c 'vidworker process /fixtures/portrait-rotated.mp4 -o /out/portrait.mp4' >/dev/null 2>&1 ||
     fail "vidworker process as the vidworker user"
 # No python3 in the container: the two numbers from the pretty JSON.
-dim() { vidworker probe --json /out/portrait.mp4 | sed -n "s/^ *\"display_$1\": *\([0-9]*\),\$/\1/p"; }
+vidworker probe --json /out/portrait.mp4 >/tmp/probe.json || fail "vidworker probe of the rendition"
+dim() { sed -n "s/^ *\"display_$1\": *\([0-9]*\),\$/\1/p" /tmp/probe.json; }
 dims="$(dim width)x$(dim height)"
 [ "$dims" = 1280x720 ] || fail "the rendition is '$dims', not 1280x720"
 pass "vidworker process as the vidworker user: a 1280x720 rendition"
